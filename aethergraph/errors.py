@@ -1,0 +1,190 @@
+"""The one error hierarchy of AetherGraph.
+
+Every error the library raises on purpose derives from :class:`AetherGraphError`, so callers can
+catch everything of ours with one ``except``. Where a standard exception type already says what
+kind of mistake it is (a missing output is a ``ValueError``, an unknown service an
+``AttributeError``), our class derives from that type too, so existing ``except`` clauses and the
+seed API's promises ("a missing key raises ``ValueError``") keep working.
+
+Messages say what was wrong *and* how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AetherGraphError(Exception):
+    """Base class of every error raised by AetherGraph."""
+
+
+class ConfigurationError(AetherGraphError, ValueError):
+    """A setting, decorator option or entry-point argument is invalid."""
+
+
+class GraphInputError(AetherGraphError, TypeError):
+    """A graph was called with missing, unknown or malformed inputs."""
+
+
+class ToolCallError(AetherGraphError, TypeError):
+    """A ``@tool`` was called with arguments that do not match its signature."""
+
+
+class OutputContractError(AetherGraphError, ValueError):
+    """A tool or graph did not return what it declared in ``outputs=[...]``."""
+
+
+class RegistryLookupError(AetherGraphError, LookupError):
+    """Nothing is registered under the requested namespace / name / version."""
+
+
+class ServiceError(AetherGraphError):
+    """Base class for errors about context services."""
+
+
+class UnknownServiceError(ServiceError, AttributeError):
+    """``context.<name>()`` was used for a name no service is registered under."""
+
+
+class ServiceRegistrationError(ServiceError, ValueError):
+    """A service could not be registered (bad name, or a built-in name)."""
+
+
+class NoActiveContextError(ServiceError, RuntimeError):
+    """``Service.ctx()`` was called outside of any running node or graph body."""
+
+
+class ArtifactNotFoundError(AetherGraphError, FileNotFoundError):
+    """An artifact URI does not name anything in the artifact store."""
+
+
+class RuntimeUsageError(AetherGraphError, RuntimeError):
+    """An API was used where it cannot work (for example a blocking wait on the runtime thread)."""
+
+
+class NodeTimeoutError(AetherGraphError, TimeoutError):
+    """A node ran longer than its tool's ``timeout``."""
+
+
+class RunCancelledError(AetherGraphError):
+    """The run was cancelled before it finished."""
+
+    def __init__(self, run_id: str, reason: str = "cancelled") -> None:
+        super().__init__(f"run {run_id} was {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+
+class ToolError(AetherGraphError):
+    """A tool node failed.
+
+    Raised wherever the failed node's value is used (``await handle``, a ref in an f-string, the
+    run's result). It carries what is needed to debug the failure even when the tool ran in
+    another process: the original exception's type name, message and formatted traceback, plus the
+    node and run it belongs to. When the tool ran in this process the original exception is also
+    chained as ``__cause__`` and kept in :attr:`original`.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        tool: str,
+        exc_type: str,
+        message: str,
+        traceback: str = "",
+        run_id: str = "",
+        attempts: int = 1,
+        original: BaseException | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.tool = tool
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+        self.run_id = run_id
+        self.attempts = attempts
+        self.original = original
+        self.upstream = upstream
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        text = f"node {self.node_id!r} (tool {self.tool!r}) failed{tries}: {self.exc_type}: "
+        text += self.message
+        if self.upstream:
+            text += f" [upstream failure of node {self.upstream!r}]"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only __init__: teach pickle/copy how to rebuild us.
+        return (_rebuild_tool_error, (self.to_dict(),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible description (used in graph dumps and on the wire)."""
+        return {
+            "node_id": self.node_id,
+            "tool": self.tool,
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "run_id": self.run_id,
+            "attempts": self.attempts,
+            "upstream": self.upstream,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolError:
+        return cls(
+            node_id=str(data["node_id"]),
+            tool=str(data["tool"]),
+            exc_type=str(data["exc_type"]),
+            message=str(data["message"]),
+            traceback=str(data.get("traceback", "")),
+            run_id=str(data.get("run_id", "")),
+            attempts=int(data.get("attempts", 1)),
+            upstream=data.get("upstream"),
+        )
+
+
+def _rebuild_tool_error(data: dict[str, Any]) -> ToolError:
+    return ToolError.from_dict(data)
+
+
+def qualified_name(exc: BaseException) -> str:
+    """``module.Qualname`` of an exception's type, without the ``builtins.`` prefix."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+__all__ = [
+    "AetherGraphError",
+    "ArtifactNotFoundError",
+    "ConfigurationError",
+    "GraphInputError",
+    "NoActiveContextError",
+    "NodeTimeoutError",
+    "OutputContractError",
+    "RegistryLookupError",
+    "RunCancelledError",
+    "RuntimeUsageError",
+    "ServiceError",
+    "ServiceRegistrationError",
+    "ToolCallError",
+    "ToolError",
+    "UnknownServiceError",
+    "qualified_name",
+]
+
+
+class UnknownOutputError(AetherGraphError, KeyError):
+    """A handle was asked for an output its tool does not produce."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+__all__ += ["UnknownOutputError"]

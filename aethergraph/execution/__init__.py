@@ -1,0 +1,1 @@
+"""Execution layer: executors run one node each. Knows nothing about graph bodies."""

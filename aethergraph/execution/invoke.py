@@ -1,0 +1,71 @@
+"""Run one tool call where the executor placed it: inject the context, call, normalize outputs.
+
+Shared by every executor (and by Celery workers), so a tool behaves the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any
+
+from aethergraph.context import NodeContext, reset_context, set_context
+from aethergraph.errors import NodeTimeoutError, qualified_name
+from aethergraph.execution.base import NodeFailure, NodeJob, NodeOutcome
+
+
+def failure_from(exc: BaseException) -> NodeFailure:
+    return NodeFailure(
+        qualified_name(exc),
+        str(exc),
+        "".join(traceback.format_exception(exc)),
+        exc,
+    )
+
+
+def _node_context(job: NodeJob) -> NodeContext:
+    return NodeContext(
+        run_id=job.run_id, graph_id=job.graph_id, node_id=job.node_id, attempt=job.attempt
+    )
+
+
+def _call_args(job: NodeJob, ctx: NodeContext) -> dict[str, Any]:
+    if job.tool.wants_context:
+        args = dict(job.args)
+        args["context"] = ctx
+        return args
+    return job.args
+
+
+async def invoke_async(job: NodeJob) -> NodeOutcome:
+    """Run an async tool in the current task (sets the current NodeContext for ``ctx()``)."""
+    ctx = _node_context(job)
+    token = set_context(ctx)
+    try:
+        if job.timeout is None:
+            value = await job.tool.fn(**_call_args(job, ctx))
+        else:
+            try:
+                async with asyncio.timeout(job.timeout):
+                    value = await job.tool.fn(**_call_args(job, ctx))
+            except TimeoutError as exc:
+                raise NodeTimeoutError(
+                    f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s"
+                ) from exc
+        return NodeOutcome(job.tool.normalize_outputs(value))
+    except Exception as exc:
+        return NodeOutcome(failure=failure_from(exc))
+    finally:
+        reset_context(token)
+
+
+def invoke_sync(job: NodeJob) -> NodeOutcome:
+    """Run a sync tool in the calling thread (sets the current NodeContext for ``ctx()``)."""
+    ctx = _node_context(job)
+    token = set_context(ctx)
+    try:
+        return NodeOutcome(job.tool.normalize_outputs(job.tool.fn(**_call_args(job, ctx))))
+    except Exception as exc:
+        return NodeOutcome(failure=failure_from(exc))
+    finally:
+        reset_context(token)

@@ -1,0 +1,49 @@
+"""Choosing an executor: by instance, by name, or from settings (``AETHERGRAPH_EXECUTOR``)."""
+
+from __future__ import annotations
+
+import threading
+
+from aethergraph.errors import ConfigurationError
+from aethergraph.execution.base import Executor
+from aethergraph.settings import get_settings
+
+_lock = threading.Lock()
+_shared: dict[str, Executor] = {}
+_started: set[int] = set()
+
+
+def _make(name: str) -> Executor:
+    if name == "local":
+        from aethergraph.execution.local import LocalExecutor
+
+        return LocalExecutor()
+    raise ConfigurationError(f"unknown executor {name!r}; available: ['local'] or an Executor instance")
+
+
+def resolve_executor(executor: Executor | str | None) -> Executor:
+    """The executor to use for a run: the one given, or the shared one for a name/the settings."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor is None:
+        executor = get_settings().executor
+    if not isinstance(executor, str):
+        raise ConfigurationError(
+            f"executor must be an Executor instance or a name like 'local', got {executor!r}"
+        )
+    with _lock:
+        if executor not in _shared:
+            _shared[executor] = _make(executor)
+        return _shared[executor]
+
+
+def needs_start(executor: Executor) -> bool:
+    return id(executor) not in _started
+
+
+async def ensure_started(executor: Executor) -> None:
+    """Start an executor once (on the runtime loop)."""
+    if id(executor) in _started:
+        return
+    await executor.start()
+    _started.add(id(executor))
