@@ -27,11 +27,10 @@ from aethergraph.graph.tool_spec import ToolSpec
 class NodeJob:
     """One attempt at running one node."""
 
-    __slots__ = ("args", "attempt", "graph_id", "node_id", "run_id", "timeout", "tool")
+    __slots__ = ("args", "attempt", "executor_state", "graph_id", "node_id", "run_id", "timeout", "tool")
 
     def __init__(
         self,
-        *,
         run_id: str,
         graph_id: str,
         node_id: str,
@@ -47,6 +46,7 @@ class NodeJob:
         self.args = args
         self.attempt = attempt
         self.timeout = timeout
+        self.executor_state: Any = None  # private to the executor running the job (task, id)
 
     @property
     def key(self) -> str:

@@ -37,8 +37,12 @@ def _call_args(job: NodeJob, ctx: NodeContext) -> dict[str, Any]:
     return job.args
 
 
-async def invoke_async(job: NodeJob) -> NodeOutcome:
-    """Run an async tool in the current task (sets the current NodeContext for ``ctx()``)."""
+async def invoke_async(job: NodeJob, *, own_task: bool = False) -> NodeOutcome:
+    """Run an async tool in the current task (sets the current NodeContext for ``ctx()``).
+
+    ``own_task``: the caller created a task just for this call, so the context variable need not
+    be reset afterwards (the task's context dies with it) — one less operation per node.
+    """
     ctx = _node_context(job)
     token = set_context(ctx)
     try:
@@ -56,7 +60,8 @@ async def invoke_async(job: NodeJob) -> NodeOutcome:
     except Exception as exc:
         return NodeOutcome(failure=failure_from(exc))
     finally:
-        reset_context(token)
+        if not own_task:
+            reset_context(token)
 
 
 def invoke_sync(job: NodeJob) -> NodeOutcome:

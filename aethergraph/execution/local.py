@@ -37,35 +37,22 @@ class LocalExecutor(Executor):
         self.sync_tools = sync_tools
         self.max_threads = max_threads
         self._pool: ThreadPoolExecutor | None = None
-        self._tasks: dict[tuple[str, str], asyncio.Future[object]] = {}
 
     async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
         loop = asyncio.get_running_loop()
-        tasks = self._tasks
+        inline = self.sync_tools == "inline"
         for job in jobs:
             if job.tool.is_async:
-                task: asyncio.Future[object] = loop.create_task(self._run_async(job, on_done))
-            elif self.sync_tools == "inline" and job.timeout is None:
+                job.executor_state = loop.create_task(_run_async(job, on_done))
+            elif inline and job.timeout is None:
                 on_done(job, invoke_sync(job))
-                continue
             else:
-                task = loop.create_task(self._run_in_thread(job, on_done))
-            tasks[(job.run_id, job.node_id)] = task
-
-    async def _run_async(self, job: NodeJob, on_done: DoneCallback) -> object:
-        try:
-            outcome = await invoke_async(job)
-        finally:
-            self._tasks.pop((job.run_id, job.node_id), None)
-        on_done(job, outcome)
-        return None
+                job.executor_state = loop.create_task(self._run_in_thread(job, on_done))
 
     async def _run_in_thread(self, job: NodeJob, on_done: DoneCallback) -> object:
         if self._pool is None:
@@ -86,11 +73,17 @@ class LocalExecutor(Executor):
                     )
                     outcome = NodeOutcome(failure=failure_from(exc))
         finally:
-            self._tasks.pop((job.run_id, job.node_id), None)
+            job.executor_state = None
         on_done(job, outcome)
         return None
 
     def cancel(self, job: NodeJob) -> None:
-        task = self._tasks.pop((job.run_id, job.node_id), None)
-        if task is not None:
+        task = job.executor_state
+        if isinstance(task, asyncio.Task):
             task.cancel()
+
+
+async def _run_async(job: NodeJob, on_done: DoneCallback) -> None:
+    outcome = await invoke_async(job, own_task=True)
+    job.executor_state = None
+    on_done(job, outcome)

@@ -157,7 +157,7 @@ class ToolSpec:
         when none is declared (it becomes ``result``; ``None`` becomes ``{}``).
         """
         outputs = self.outputs
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             result = dict(value)
             if outputs:
                 for key in outputs:

@@ -47,7 +47,8 @@ class NodeState(Waitable):
     __slots__ = ("dependents", "error", "job", "node", "outputs", "refs", "remaining", "tool")
 
     def __init__(self, node: TaskNode, tool: ToolSpec, refs: list[RefBase]) -> None:
-        super().__init__()
+        self.is_finished = False
+        self.waiters = None
         self.node = node
         self.tool = tool
         self.refs = refs
@@ -135,15 +136,7 @@ class RunScheduler(Waitable):
                     )
                 seen[ref._ref_node] = None
             deps = tuple(seen)
-        node = TaskNode(
-            node_id,
-            tool.name,
-            version=tool.version,
-            inputs=inputs,
-            deps=deps,
-            queue=tool.policy.queue,
-            created_at=time.time(),
-        )
+        node = TaskNode(node_id, tool.name, tool.version, inputs, deps, tool.policy.queue, time.time())
         self.graph.nodes[node_id] = node
         state = NodeState(node, tool, refs)
         self._nodes[node_id] = state
@@ -250,13 +243,13 @@ class RunScheduler(Waitable):
         node.attempts += 1
         node.started_at = time.time()
         job = NodeJob(
-            run_id=self.run_id,
-            graph_id=self.graph_id,
-            node_id=node.node_id,
-            tool=state.tool,
-            args=args,
-            attempt=node.attempts,
-            timeout=state.tool.policy.timeout,
+            self.run_id,
+            self.graph_id,
+            node.node_id,
+            state.tool,
+            args,
+            node.attempts,
+            state.tool.policy.timeout,
         )
         state.job = job
         if self._listeners or GLOBAL_BUS.listeners:

@@ -39,7 +39,8 @@ class _Bound(RefBase):
     __slots__ = ("_run", "_state")
 
     def __init__(self, run: RunScheduler, state: NodeState, path: tuple[PathItem, ...]) -> None:
-        super().__init__(state.node.node_id, path)
+        self._ref_node = state.node.node_id
+        self._ref_path = path
         self._run = run
         self._state = state
 
@@ -80,7 +81,10 @@ class NodeHandle(_Bound):
     __slots__ = ()
 
     def __init__(self, run: RunScheduler, state: NodeState) -> None:
-        super().__init__(run, state, ())
+        self._ref_node = state.node.node_id
+        self._ref_path = ()
+        self._run = run
+        self._state = state
 
     @property
     def node_id(self) -> str:

@@ -60,7 +60,16 @@ class Tool:
         if run is None:
             return self._call_plain(args, kwargs)
         spec = self.spec
-        inputs = spec.bind(args, kwargs)
+        # fast path: keyword call with valid names (the dict is ours: Python built it for us)
+        if (
+            not args
+            and "context" not in kwargs
+            and spec.required <= kwargs.keys()
+            and (spec.accepts_var_kw or kwargs.keys() <= spec.params)
+        ):
+            inputs = kwargs
+        else:
+            inputs = spec.bind(args, kwargs)
         refs: list[RefBase] = []
         for value in inputs.values():
             if type(value) not in _ATOMIC:
