@@ -47,7 +47,9 @@ class Registry:
         """Register ``obj``; an existing entry with the same key is replaced."""
         for label, value in (("nspace", nspace), ("name", name), ("version", version)):
             if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"registry {label} must be a non-empty string, got {value!r}")
+                raise ConfigurationError(
+                    f"registry {label} must be a non-empty string, got {value!r}"
+                )
         with self._lock:
             self._entries.setdefault(nspace, {}).setdefault(name, {})[version] = obj
         return RegistryEntry(nspace, name, version, obj)

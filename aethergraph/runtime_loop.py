@@ -92,7 +92,7 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
 
 
 async def run_here(coro: Coroutine[Any, Any, T]) -> T:
-    """Await a coroutine on the runtime loop from any event loop (or directly when already there)."""
+    """Await a coroutine on the runtime loop from any event loop (directly when already there)."""
     if in_runtime_thread():
         return await coro
     return await asyncio.wrap_future(submit(coro))
@@ -116,7 +116,7 @@ def shutdown(timeout: float = 10.0) -> None:
         for hook in reversed(_shutdown_hooks):
             try:
                 await hook()
-            except Exception:  # noqa: BLE001 - shutdown must go on
+            except Exception:
                 import logging
 
                 logging.getLogger("aethergraph").exception("shutdown hook failed")
@@ -124,7 +124,7 @@ def shutdown(timeout: float = 10.0) -> None:
     if threading.current_thread() is not thread:
         try:
             asyncio.run_coroutine_threadsafe(_run_hooks(), loop).result(timeout)
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)

@@ -13,7 +13,7 @@ os.environ.setdefault(
     "AETHERGRAPH_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="aethergraph-test-artifacts-")
 )
 
-from aethergraph.services.runtime.registry import current_services  # noqa: E402
+from aethergraph.services.runtime.registry import current_services
 
 
 @pytest.fixture(autouse=True)

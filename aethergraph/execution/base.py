@@ -27,7 +27,16 @@ from aethergraph.graph.tool_spec import ToolSpec
 class NodeJob:
     """One attempt at running one node."""
 
-    __slots__ = ("args", "attempt", "executor_state", "graph_id", "node_id", "run_id", "timeout", "tool")
+    __slots__ = (
+        "args",
+        "attempt",
+        "executor_state",
+        "graph_id",
+        "node_id",
+        "run_id",
+        "timeout",
+        "tool",
+    )
 
     def __init__(
         self,

@@ -29,9 +29,7 @@ class LocalExecutor(Executor):
         self, *, sync_tools: Literal["thread", "inline"] = "thread", max_threads: int = 32
     ) -> None:
         if sync_tools not in ("thread", "inline"):
-            raise ConfigurationError(
-                f"sync_tools must be 'thread' or 'inline', got {sync_tools!r}"
-            )
+            raise ConfigurationError(f"sync_tools must be 'thread' or 'inline', got {sync_tools!r}")
         if max_threads < 1:
             raise ConfigurationError(f"max_threads must be >= 1, got {max_threads!r}")
         self.sync_tools = sync_tools

@@ -18,7 +18,9 @@ def _make(name: str) -> Executor:
         from aethergraph.execution.local import LocalExecutor
 
         return LocalExecutor()
-    raise ConfigurationError(f"unknown executor {name!r}; available: ['local'] or an Executor instance")
+    raise ConfigurationError(
+        f"unknown executor {name!r}; available: ['local'] or an Executor instance"
+    )
 
 
 def resolve_executor(executor: Executor | str | None) -> Executor:

@@ -74,7 +74,7 @@ class RefSpec(RefBase):
 
 
 def collect_refs(value: Any, out: list[RefBase]) -> None:
-    """Append every reference found in ``value`` (through dicts, lists, tuples and sets) to ``out``."""
+    """Append every reference in ``value`` (through dicts, lists, tuples, sets) to ``out``."""
     cls = type(value)
     if cls in _ATOMIC:
         return
@@ -120,7 +120,7 @@ def _rebuild(cls: type, data: Any) -> Any:
         return cls._make(data)
     try:
         return cls(data)
-    except Exception:  # noqa: BLE001 - unknown container subclass: fall back to its base type
+    except Exception:
         for base in (dict, list, tuple, set, frozenset):
             if issubclass(cls, base):
                 return base(data)
@@ -143,9 +143,9 @@ class OpaqueValue:
         return f"<{self.type_name} {self.text}>"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, OpaqueValue)
-            and (self.text, self.type_name) == (other.text, other.type_name)
+        return isinstance(other, OpaqueValue) and (self.text, self.type_name) == (
+            other.text,
+            other.type_name,
         )
 
     def __hash__(self) -> int:
@@ -162,9 +162,11 @@ def encode_value(value: Any, max_repr: int = 200) -> Any:
     if cls in (str, int, bool, type(None)):
         return value
     if cls is float:
-        return value if value == value and value not in (float("inf"), float("-inf")) else {
-            "$float": repr(value)
-        }
+        return (
+            value
+            if value == value and value not in (float("inf"), float("-inf"))
+            else {"$float": repr(value)}
+        )
     if isinstance(value, RefBase):
         return {"$ref": value._ref_node, "path": list(value._ref_path)}
     if isinstance(value, dict):

@@ -32,7 +32,9 @@ class NodeStatus(StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset({NodeStatus.DONE, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED})
+_FINISHED = frozenset(
+    {NodeStatus.DONE, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
+)
 
 
 class TaskNode:
@@ -200,7 +202,9 @@ class TaskGraph:
                     order.append(current)
                     continue
                 stack.append((current, True))
-                stack.extend((d, False) for d in reversed(self.nodes[current].deps) if d not in seen)
+                stack.extend(
+                    (d, False) for d in reversed(self.nodes[current].deps) if d not in seen
+                )
         return order
 
     # -- serialization ---------------------------------------------------------------------
@@ -221,7 +225,9 @@ class TaskGraph:
     def from_dict(cls, data: dict[str, Any]) -> TaskGraph:
         fmt = data.get("format", FORMAT_VERSION)
         if fmt != FORMAT_VERSION:
-            raise ValueError(f"unsupported TaskGraph format {fmt!r} (this version reads {FORMAT_VERSION})")
+            raise ValueError(
+                f"unsupported TaskGraph format {fmt!r} (this version reads {FORMAT_VERSION})"
+            )
         graph = cls(
             str(data["graph_id"]),
             run_id=str(data.get("run_id", "")),

@@ -47,7 +47,7 @@ class ToolPolicy:
         delay = min(self.retry_backoff * (2 ** max(attempt - 1, 0)), self.retry_backoff_max)
         if self.retry_jitter and delay > 0:
             delay = random.uniform(delay / 2, delay)
-        return delay
+        return float(delay)
 
 
 class ToolSpec:

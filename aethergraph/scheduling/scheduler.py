@@ -136,7 +136,9 @@ class RunScheduler(Waitable):
                     )
                 seen[ref._ref_node] = None
             deps = tuple(seen)
-        node = TaskNode(node_id, tool.name, tool.version, inputs, deps, tool.policy.queue, time.time())
+        node = TaskNode(
+            node_id, tool.name, tool.version, inputs, deps, tool.policy.queue, time.time()
+        )
         self.graph.nodes[node_id] = node
         state = NodeState(node, tool, refs)
         self._nodes[node_id] = state
@@ -299,7 +301,10 @@ class RunScheduler(Waitable):
             state.node.status = NodeStatus.PENDING
             if self._listeners or GLOBAL_BUS.listeners:
                 self._emit_node(
-                    "retrying", state, error=f"{failure.exc_type}: {failure.message}", retry_in=delay
+                    "retrying",
+                    state,
+                    error=f"{failure.exc_type}: {failure.message}",
+                    retry_in=delay,
                 )
             self._loop.call_later(delay, self._retry, state)
             return
@@ -401,7 +406,7 @@ class RunScheduler(Waitable):
                 self._running -= 1
                 try:
                     self.executor.cancel(job)
-                except Exception:  # noqa: BLE001 - cancellation is best effort
+                except Exception:
                     pass
             self._finish(state, NodeStatus.CANCELLED, error, "cancelled")
         self._maybe_finish()
@@ -409,10 +414,10 @@ class RunScheduler(Waitable):
     def _maybe_finish(self) -> None:
         if self.is_finished or not self._body_done or self._finished_count != len(self._nodes):
             return
-        if self._cancelled:
-            self.status = "cancelled"
-        elif self.failure is not None:
+        if self.failure is not None:
             self.status = "failed"
+        elif self._cancelled:
+            self.status = "cancelled"
         else:
             self.status = "done"
         self._emit_run("run_finished")

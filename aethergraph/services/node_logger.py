@@ -17,7 +17,9 @@ class NodeLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
     ``run_id``, ``graph_id`` and ``node_id`` attributes, usable in formatters and filters.
     """
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra

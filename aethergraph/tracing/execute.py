@@ -50,7 +50,9 @@ def check_declared_keys(gf: GraphFunction, result: Any) -> None:
                 )
 
 
-def normalize_outputs(gf: GraphFunction, result: Any, resolve: Callable[[Any], Any]) -> dict[str, Any]:
+def normalize_outputs(
+    gf: GraphFunction, result: Any, resolve: Callable[[Any], Any]
+) -> dict[str, Any]:
     """The graph's outputs from the body's return value (``resolve`` turns refs into values)."""
     declared = gf.outputs
     if isinstance(result, NodeHandle):
@@ -108,11 +110,15 @@ async def _wait_refs(value: Any) -> None:
             await ref._state.wait_async()
 
 
-async def execute_inline(gf: GraphFunction, bound: dict[str, Any], run: RunScheduler) -> dict[str, Any]:
+async def execute_inline(
+    gf: GraphFunction, bound: dict[str, Any], run: RunScheduler
+) -> dict[str, Any]:
     """A graph function called inside another body: its nodes join the enclosing run."""
     from aethergraph.context import current_context
 
-    ctx = current_context() or NodeContext(run_id=run.run_id, graph_id=run.graph_id, node_id=GRAPH_NODE_ID)
+    ctx = current_context() or NodeContext(
+        run_id=run.run_id, graph_id=run.graph_id, node_id=GRAPH_NODE_ID
+    )
     result = await _call_body(gf, bound, ctx)
     check_declared_keys(gf, result)
     await _wait_refs(result)
@@ -160,8 +166,10 @@ async def execute_graph(
             active_run.reset(run_token)
             reset_context(ctx_token)
     except BaseException as exc:
-        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else (
-            f"cancelled because the graph body raised {type(exc).__name__}"
+        reason = (
+            "cancelled"
+            if isinstance(exc, asyncio.CancelledError)
+            else (f"cancelled because the graph body raised {type(exc).__name__}")
         )
         run.cancel(reason)
         run.body_finished()
@@ -193,5 +201,5 @@ async def _settle(run: RunScheduler) -> None:
 def _snapshot_memory(gf: GraphFunction, run: RunScheduler) -> None:
     try:
         gf.last_memory_snapshot = current_services().builtins.memory.snapshot(run.run_id)
-    except Exception:  # noqa: BLE001 - a snapshot is a debugging aid only
+    except Exception:
         gf.last_memory_snapshot = None

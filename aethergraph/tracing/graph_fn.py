@@ -16,7 +16,7 @@ from aethergraph.registry import current_registry
 
 
 class GraphFunction:
-    """A graph function. Public surface: ``graph_id, name, inputs, outputs, version, last_graph``."""
+    """A graph function; public surface: graph_id, name, inputs, outputs, version, last_graph."""
 
     def __init__(
         self,
@@ -58,11 +58,11 @@ class GraphFunction:
         self._params = [p for p in sig.parameters.values() if p.name != "context"]
         self._var_kw = any(p.kind is p.VAR_KEYWORD for p in self._params)
         self._positional = [
-            p.name
-            for p in self._params
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            p.name for p in self._params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        self._names = {p.name for p in self._params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        self._names = {
+            p.name for p in self._params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
         self._required = {
             p.name
             for p in self._params
@@ -106,8 +106,8 @@ class GraphFunction:
 
     async def __call__(self, *args: Any, **inputs: Any) -> dict[str, Any]:
         """Run the graph (or, inside another graph body, run inline) and return its outputs."""
-        from aethergraph.tracing.execute import execute_graph, execute_inline
         from aethergraph.tracing.active import active_run
+        from aethergraph.tracing.execute import execute_graph, execute_inline
 
         bound = self.bind_inputs(args, inputs)
         run = active_run.get()
@@ -116,7 +116,10 @@ class GraphFunction:
         return await execute_graph(self, bound)
 
     def __repr__(self) -> str:
-        return f"<GraphFunction {self.name}@{self.version} inputs={self.inputs} outputs={self.outputs}>"
+        return (
+            f"<GraphFunction {self.name}@{self.version} inputs={self.inputs} "
+            f"outputs={self.outputs}>"
+        )
 
 
 def graph_fn(
@@ -126,7 +129,7 @@ def graph_fn(
     version: str = "0.1.0",
     agent: str | None = None,
 ) -> Callable[[Callable[..., Any]], GraphFunction]:
-    """Turn a function into a :class:`GraphFunction`, registered under ``graphfn`` (and ``agent``)."""
+    """Turn a function into a :class:`GraphFunction` registered under ``graphfn`` (+ ``agent``)."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError(
             "graph_fn needs a name: use @graph_fn(name='my_graph'), not a bare @graph_fn"

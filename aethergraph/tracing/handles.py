@@ -142,7 +142,7 @@ class Ref(_Bound):
         if state.is_finished and state.error is None:
             try:
                 return f"<Ref {self._ref_describe()} = {self._value()!r}>"
-            except Exception:  # noqa: BLE001 - repr must never raise
+            except Exception:
                 pass
         return f"<Ref {self._ref_describe()} ({state.node.status.value})>"
 
@@ -244,14 +244,15 @@ for _name, _op in {
     "ge": operator.ge,
 }.items():
     setattr(Ref, f"__{_name}__", _binary(_op))
-for _name, _uop in {
+_UNARY: dict[str, Callable[[Any], Any]] = {
     "neg": operator.neg,
     "pos": operator.pos,
     "abs": operator.abs,
     "invert": operator.invert,
-}.items():
+}
+for _name, _uop in _UNARY.items():
     setattr(Ref, f"__{_name}__", _unary(_uop))
-Ref.__divmod__ = _binary(divmod)  # type: ignore[attr-defined]
-Ref.__rdivmod__ = _reflected(divmod)  # type: ignore[attr-defined]
+setattr(Ref, "__divmod__", _binary(divmod))  # noqa: B010 - generated dunders
+setattr(Ref, "__rdivmod__", _reflected(divmod))  # noqa: B010
 
 __all__ = ["NodeHandle", "Ref"]
