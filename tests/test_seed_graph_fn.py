@@ -99,6 +99,7 @@ def test_graph_function_built_directly_runs() -> None:
 
 
 def _define_doc_example_decl() -> GraphFunction:
+    # fmt: off
     # -- verbatim from the seed (§2 "What the decorator returns") --
     @graph_fn(name="example", inputs=["x"], outputs=["y"])
     async def example(x: int, *, context: NodeContext):
@@ -107,6 +108,7 @@ def _define_doc_example_decl() -> GraphFunction:
     # `example` is now a GraphFunction
     assert isinstance(example, GraphFunction)
     # -- end of seed code --
+    # fmt: on
     return example
 
 
@@ -192,6 +194,36 @@ def test_agent_registers_the_same_object_under_agent_namespace() -> None:
     assert run(agent_graph, q="hi") == {"out": "HI"}
 
 
+def test_registry_snippets_register_like_the_decorator() -> None:
+    """§6's ``registry.register(...)`` calls, run by hand on a GraphFunction."""
+
+    async def body(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    name, version, agent = "sgf_manual_register", "3.1.4", "sgf_manual_agent"
+    gf = GraphFunction(name, body, version=version)
+    registry = current_registry()
+
+    # fmt: off
+    registry.register(
+        nspace="graphfn",
+        name=name,
+        version=version,
+        obj=gf,
+    )
+    registry.register(
+        nspace="agent",
+        name=agent,
+        version=version,
+        obj=gf,
+    )
+    # fmt: on
+
+    assert registry.get(nspace="graphfn", name=name) is gf
+    assert registry.get(nspace="agent", name=agent, version=version) is gf
+    assert run(gf, x=9) == {"x": 9}
+
+
 def test_without_agent_nothing_is_registered_under_agent() -> None:
     @graph_fn(name="sgf_no_agent_graph")
     async def no_agent(x: int) -> dict[str, int]:
@@ -209,6 +241,7 @@ def test_without_agent_nothing_is_registered_under_agent() -> None:
 
 
 def _define_doc_example_ctx() -> GraphFunction:
+    # fmt: off
     # -- verbatim from the seed (§3) --
     @graph_fn(name="example")
     async def example(x: int, *, context: NodeContext):
@@ -217,6 +250,7 @@ def _define_doc_example_ctx() -> GraphFunction:
         return {"y": x + 1}
 
     # -- end of seed code --
+    # fmt: on
     return example
 
 
@@ -315,6 +349,7 @@ def test_context_can_be_positional_or_keyword_and_sync_bodies_work() -> None:
 
 
 def _define_doc_mixed_body() -> GraphFunction:
+    # fmt: off
     # -- verbatim from the seed (§4 "Plain callables") --
     def local_scale(x: int, factor: int = 2) -> int:
         return x * factor
@@ -326,6 +361,7 @@ def _define_doc_mixed_body() -> GraphFunction:
         return {"y": y}
 
     # -- end of seed code --
+    # fmt: on
     return mixed_body
 
 
@@ -351,7 +387,8 @@ def test_mixed_body_plain_callable_runs_inline_and_creates_no_node(
 
 
 def _define_doc_tool_usage() -> tuple[Any, GraphFunction]:
-    # -- verbatim from the seed (§4 "@tool functions – nodes on the fly") --
+    # fmt: off
+    # -- verbatim from the seed (§4 "@tool functions - nodes on the fly") --
     @tool(outputs=["total"])
     def sum_vec(xs: list[float]) -> dict:
         return {"total": sum(xs)}
@@ -366,6 +403,7 @@ def _define_doc_tool_usage() -> tuple[Any, GraphFunction]:
         return {"total": out["total"]}
 
     # -- end of seed code --
+    # fmt: on
     return sum_vec, tool_usage
 
 

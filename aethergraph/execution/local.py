@@ -1,23 +1,104 @@
 """``LocalExecutor``: runs nodes in this process, on the runtime loop.
 
-Async tools run as tasks on the runtime loop. Sync tools run on a thread pool by default, so a
-blocking tool (file I/O, a C extension, ``time.sleep``) does not stall every other node; pass
-``sync_tools="inline"`` to call them directly on the loop when they are known to be quick.
+Async tools run as tasks on the runtime loop. Sync tools run on a pool of worker threads by
+default, so a blocking tool (file I/O, a C extension, ``time.sleep``) does not stall every other
+node; ``sync_tools="inline"`` calls them directly on the loop instead, which is fastest for
+tools known to be quick. Threads take jobs from one queue and hand outcomes back in bursts (one
+loop wake-up per burst, not per node), and are started only as the queue needs them.
+
 A timed-out sync tool is reported as failed at once, but its thread cannot be interrupted and
-finishes in the background.
+finishes in the background (its late result is ignored).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
+import threading
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from aethergraph.errors import ConfigurationError, NodeTimeoutError
 from aethergraph.execution.base import DoneCallback, Executor, NodeJob, NodeOutcome
 from aethergraph.execution.invoke import failure_from, invoke_async, invoke_sync
+
+_Item = tuple[NodeJob, DoneCallback]
+
+
+class _ThreadLane:
+    """Worker threads for sync tools, feeding outcomes back to the loop in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_threads: int) -> None:
+        self._loop = loop
+        self._max_threads = max_threads
+        self._jobs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._done: deque[tuple[NodeJob, DoneCallback, NodeOutcome]] = deque()
+        self._wake_pending = False
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._queued = 0
+
+    def put(self, job: NodeJob, on_done: DoneCallback) -> None:
+        if job.timeout is not None:
+            job.executor_state = self._loop.call_later(job.timeout, _time_out, job, on_done)
+        with self._lock:
+            self._queued += 1
+            spawn = self._queued > self._idle and len(self._threads) < self._max_threads
+            if spawn:
+                thread = threading.Thread(
+                    target=self._work, name=f"aethergraph-tool-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+        if spawn:
+            thread.start()
+        self._jobs.put((job, on_done))
+
+    def _work(self) -> None:
+        jobs, done, lock = self._jobs, self._done, self._lock
+        while True:
+            with lock:
+                self._idle += 1
+            item = jobs.get()
+            with lock:
+                self._idle -= 1
+                self._queued -= 1
+            if item is None:
+                return
+            job, on_done = item
+            outcome = contextvars.Context().run(invoke_sync, job)
+            done.append((job, on_done, outcome))
+            if not self._wake_pending:
+                self._wake_pending = True
+                try:
+                    self._loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:  # the loop was closed at shutdown
+                    return
+
+    def _flush(self) -> None:
+        self._wake_pending = False
+        done = self._done
+        while done:
+            job, on_done, outcome = done.popleft()
+            timer = job.executor_state
+            if isinstance(timer, asyncio.TimerHandle):
+                timer.cancel()
+            on_done(job, outcome)
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads.clear()
+
+
+def _time_out(job: NodeJob, on_done: DoneCallback) -> None:
+    exc = NodeTimeoutError(
+        f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s "
+        "(its thread keeps running in the background)"
+    )
+    on_done(job, NodeOutcome(failure=failure_from(exc)))
 
 
 class LocalExecutor(Executor):
@@ -30,16 +111,16 @@ class LocalExecutor(Executor):
     ) -> None:
         if sync_tools not in ("thread", "inline"):
             raise ConfigurationError(f"sync_tools must be 'thread' or 'inline', got {sync_tools!r}")
-        if max_threads < 1:
-            raise ConfigurationError(f"max_threads must be >= 1, got {max_threads!r}")
+        if not isinstance(max_threads, int) or max_threads < 1:
+            raise ConfigurationError(f"max_threads must be an int >= 1, got {max_threads!r}")
         self.sync_tools = sync_tools
         self.max_threads = max_threads
-        self._pool: ThreadPoolExecutor | None = None
+        self._lane: _ThreadLane | None = None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._lane is not None:
+            self._lane.stop()
+            self._lane = None
 
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
         loop = asyncio.get_running_loop()
@@ -50,35 +131,15 @@ class LocalExecutor(Executor):
             elif inline and job.timeout is None:
                 on_done(job, invoke_sync(job))
             else:
-                job.executor_state = loop.create_task(self._run_in_thread(job, on_done))
-
-    async def _run_in_thread(self, job: NodeJob, on_done: DoneCallback) -> object:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix="aethergraph-tool")
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        try:
-            future = loop.run_in_executor(self._pool, ctx.run, invoke_sync, job)
-            if job.timeout is None:
-                outcome = await future
-            else:
-                try:
-                    outcome = await asyncio.wait_for(future, job.timeout)
-                except TimeoutError:
-                    exc = NodeTimeoutError(
-                        f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s "
-                        "(its thread keeps running in the background)"
-                    )
-                    outcome = NodeOutcome(failure=failure_from(exc))
-        finally:
-            job.executor_state = None
-        on_done(job, outcome)
-        return None
+                lane = self._lane
+                if lane is None:
+                    lane = self._lane = _ThreadLane(loop, self.max_threads)
+                lane.put(job, on_done)
 
     def cancel(self, job: NodeJob) -> None:
-        task = job.executor_state
-        if isinstance(task, asyncio.Task):
-            task.cancel()
+        state = job.executor_state
+        if isinstance(state, (asyncio.Task, asyncio.TimerHandle)):
+            state.cancel()
 
 
 async def _run_async(job: NodeJob, on_done: DoneCallback) -> None:

@@ -343,13 +343,18 @@ def test_cancel_a_submitted_run(executor: Executor) -> None:
             stopped.set()
         return {"y": x}
 
+    traced = threading.Event()
+
     @graph_fn(name="cf_cancel", outputs=["y"])
     async def cancel_me() -> Any:
         first = cf_wait_forever(x=1)
-        return cf_inc(x=first["y"])["y"]
+        second = cf_inc(x=first["y"])
+        traced.set()
+        return second["y"]
 
     handle = submit(cancel_me, executor=executor)
     assert started.wait(30)
+    assert traced.wait(30)
     handle.cancel()
     with pytest.raises(RunCancelledError):
         handle.result(30)

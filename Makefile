@@ -1,0 +1,39 @@
+# Developer tasks. A fresh machine needs only Python >= 3.11: `make dev` creates .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev demo test lint format typecheck check bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+demo: $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/aethergraph demo
+
+test: dev
+	$(BIN)/python -m pytest
+
+lint: dev
+	$(BIN)/ruff check aethergraph tests examples bench
+	$(BIN)/ruff format --check aethergraph tests examples bench
+
+format: dev
+	$(BIN)/ruff format aethergraph tests examples bench
+	$(BIN)/ruff check --fix aethergraph tests examples bench
+
+typecheck: dev
+	$(BIN)/mypy aethergraph
+
+check: lint typecheck test
+
+bench: dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

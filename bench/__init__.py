@@ -1,0 +1,1 @@
+"""AetherGraph benchmarks: ``python -m bench`` (``--quick`` for a smoke run)."""
