@@ -1,6 +1,6 @@
 """A custom service (as in the services tutorial) used from a graph body and from a tool.
 
-    python examples/custom_services.py
+python examples/custom_services.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Quick start: two tools, one graph, run in-process.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Retries with backoff, a timeout, a concurrency limit and a live progress listener.
 
-    python examples/retries_and_events.py
+python examples/retries_and_events.py
 """
 
 from __future__ import annotations

@@ -555,6 +555,15 @@ def test_registering_under_a_builtin_name_is_rejected(name: str) -> None:
     assert name not in current_services().names()
 
 
+@pytest.mark.parametrize("name", ["services", "run_id", "graph_id", "node_id", "attempt"])
+def test_registering_under_a_node_context_attribute_is_rejected(name: str) -> None:
+    """Such a service could never be reached as context.<name>(): the attribute shadows it."""
+    with pytest.raises(ServiceRegistrationError, match=name):
+        register_context_service(name, Lifecycle())
+
+    assert name not in current_services().names()
+
+
 def test_builtins_still_work_after_a_rejected_registration() -> None:
     with pytest.raises(ServiceRegistrationError):
         register_context_service("memory", Lifecycle())

@@ -59,7 +59,7 @@ def normalize_outputs(
         values: dict[str, Any] = resolve(result)
     elif isinstance(result, Mapping) and not isinstance(result, RefBase):
         values = {str(k): resolve(v) for k, v in result.items()}
-    elif result is None and not declared:
+    elif result is None:  # returned nothing: every declared output is missing
         values = {}
     elif len(declared) == 1:
         values = {declared[0]: resolve(result)}

@@ -77,11 +77,13 @@ class Tool:
         return NodeHandle(run, run.add_node(spec, inputs, refs))
 
     # -- outside a graph: plain Python ----------------------------------------------------
-    def _plain_context(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], NodeContext | None]:
+    def _plain_context(
+        self, kwargs: dict[str, Any], given: Any
+    ) -> tuple[dict[str, Any], NodeContext | None]:
         spec = self.spec
         if not spec.wants_context:
             return kwargs, None
-        ctx = kwargs.get("context")
+        ctx = given
         if not isinstance(ctx, NodeContext):
             ctx = current_context() or NodeContext(
                 run_id="local", graph_id=spec.name, node_id=spec.name
@@ -90,8 +92,9 @@ class Tool:
 
     def _call_plain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         spec = self.spec
+        given = kwargs.get("context")  # bind() drops it; outside a graph the caller's one is used
         bound = spec.bind(args, kwargs)
-        bound, ctx = self._plain_context(bound)
+        bound, ctx = self._plain_context(bound, given)
         if spec.is_async:
             return self._call_plain_async(bound, ctx)
         token = set_context(ctx) if ctx is not None else None

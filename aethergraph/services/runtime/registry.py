@@ -34,7 +34,7 @@ from aethergraph.settings import get_settings
 log = logging.getLogger("aethergraph")
 
 BUILTIN_SERVICES = frozenset({"logger", "channel", "memory", "artifacts", "kv"})
-RESERVED_NAMES = BUILTIN_SERVICES | {"run_id", "graph_id", "node_id", "attempt"}
+RESERVED_NAMES = BUILTIN_SERVICES | {"run_id", "graph_id", "node_id", "attempt", "services"}
 
 
 @dataclass
