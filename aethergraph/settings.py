@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default="console", description="Where context.channel() messages go by default."
     )
     log_level: str = Field(default="INFO", description="Level of the 'aethergraph' logger.")
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Generation-0 GC threshold while graphs run (0: leave the collector alone).",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from aethergraph.execution.base import Executor
 from aethergraph.execution.select import ensure_started, needs_start, resolve_executor
 from aethergraph.graph.refs import RefBase, substitute
 from aethergraph.graph.task_graph import TaskGraph
+from aethergraph.scheduling import gc_pacing
 from aethergraph.scheduling.events import Listener
 from aethergraph.scheduling.scheduler import RunScheduler
 from aethergraph.services.runtime.registry import current_services
@@ -140,6 +141,25 @@ async def execute_graph(
     chosen = resolve_executor(executor)
     if needs_start(chosen) or current_services().needs_start():
         await runtime_loop.run_here(_prepare(chosen))
+    gc_pacing.run_started()
+    try:
+        return await _execute(
+            gf, bound, chosen, max_concurrency, fail_fast, on_event, run_id, on_run
+        )
+    finally:
+        gc_pacing.run_finished()
+
+
+async def _execute(
+    gf: GraphFunction,
+    bound: dict[str, Any],
+    chosen: Executor,
+    max_concurrency: int | None,
+    fail_fast: bool,
+    on_event: Listener | None,
+    run_id: str | None,
+    on_run: Callable[[RunScheduler], None] | None,
+) -> dict[str, Any]:
     graph = TaskGraph(
         gf.graph_id,
         run_id=run_id or "",
