@@ -9,8 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "aethergraph"
 
 LAYERS = [
-    ("foundation", ["errors", "settings", "registry", "runtime_loop"]),
-    ("services", ["services", "context"]),
+    ("foundation", ["errors", "settings", "registry", "runtime_loop", "keys"]),
+    ("services", ["services", "context", "codec"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),

@@ -1,6 +1,6 @@
 """Garbage-collector pacing while graphs run.
 
-A run of 10^4–10^5 nodes keeps a few long-lived objects per node (the TaskNode, its state, its
+A run of 10^4 to 10^5 nodes keeps a few long-lived objects per node (the TaskNode, its state, its
 inputs and outputs). With CPython's default generation-0 threshold of 700 allocations the
 collector then re-walks that growing heap over and over, which measured as a third of the
 in-process scheduling cost. While at least one run is active we raise the generation-0 threshold
