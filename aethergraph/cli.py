@@ -91,7 +91,9 @@ def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], *, quiet: bool, me
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aethergraph", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aethergraph", description="Run AetherGraph graphs from the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo parameter sweep")
     demo.add_argument("--quiet", action="store_true", help="no per-node progress lines")

@@ -110,12 +110,15 @@ class ToolError(AetherGraphError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
-        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        text = f"node {self.node_id!r} (tool {self.tool!r}) failed{tries}: {self.exc_type}: "
-        text += self.message
         if self.upstream:
-            text += f" [upstream failure of node {self.upstream!r}]"
-        return text
+            return (
+                f"node {self.node_id!r} (tool {self.tool!r}) was skipped because upstream node "
+                f"{self.upstream!r} failed: {self.exc_type}: {self.message}"
+            )
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"node {self.node_id!r} (tool {self.tool!r}) failed{tries}: {self.exc_type}: " + (
+            self.message
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only __init__: teach pickle/copy how to rebuild us.

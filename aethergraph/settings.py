@@ -1,8 +1,8 @@
 """Typed settings: the only place that reads the environment.
 
-Every knob is an ``AETHERGRAPH_*`` environment variable (or a ``.env`` file entry) validated by
-pydantic, so a typo in a value fails at start-up with a message naming the variable instead of
-surfacing later as odd behaviour.
+Every knob is an ``AETHERGRAPH_*`` environment variable validated by pydantic, so a typo in a
+value fails at start-up with a message naming the variable instead of surfacing later as odd
+behaviour.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     channel: Literal["console", "null"] = Field(
         default="console", description="Where context.channel() messages go by default."
     )
-    log_level: str = Field(default="INFO", description="Level of the 'aethergraph' logger.")
     gc_threshold: int = Field(
         default=50_000,
         ge=0,

@@ -25,6 +25,8 @@ from aethergraph.execution.base import DoneCallback, Executor, NodeJob, NodeOutc
 from aethergraph.execution.invoke import failure_from, invoke_async, invoke_sync
 
 _Item = tuple[NodeJob, DoneCallback]
+_CANCELLED = "cancelled"  # job.executor_state of a queued job that must not start
+_FINISHED = "finished"
 
 
 class _ThreadLane:
@@ -42,8 +44,6 @@ class _ThreadLane:
         self._queued = 0
 
     def put(self, job: NodeJob, on_done: DoneCallback) -> None:
-        if job.timeout is not None:
-            job.executor_state = self._loop.call_later(job.timeout, _time_out, job, on_done)
         with self._lock:
             self._queued += 1
             spawn = self._queued > self._idle and len(self._threads) < self._max_threads
@@ -68,6 +68,10 @@ class _ThreadLane:
             if item is None:
                 return
             job, on_done = item
+            if job.executor_state == _CANCELLED:
+                continue
+            if job.timeout is not None:  # the clock starts when the tool starts, not when queued
+                self._loop.call_soon_threadsafe(self._arm_timer, job, on_done)
             outcome = contextvars.Context().run(invoke_sync, job)
             done.append((job, on_done, outcome))
             if not self._wake_pending:
@@ -77,6 +81,10 @@ class _ThreadLane:
                 except RuntimeError:  # the loop was closed at shutdown
                     return
 
+    def _arm_timer(self, job: NodeJob, on_done: DoneCallback) -> None:
+        if job.executor_state is None and job.timeout is not None:
+            job.executor_state = self._loop.call_later(job.timeout, _time_out, job, on_done)
+
     def _flush(self) -> None:
         self._wake_pending = False
         done = self._done
@@ -85,6 +93,7 @@ class _ThreadLane:
             timer = job.executor_state
             if isinstance(timer, asyncio.TimerHandle):
                 timer.cancel()
+            job.executor_state = _FINISHED
             on_done(job, outcome)
 
     def stop(self) -> None:
@@ -140,6 +149,8 @@ class LocalExecutor(Executor):
         state = job.executor_state
         if isinstance(state, (asyncio.Task, asyncio.TimerHandle)):
             state.cancel()
+        if not isinstance(state, asyncio.Task):
+            job.executor_state = _CANCELLED  # a queued sync job is dropped, never started
 
 
 async def _run_async(job: NodeJob, on_done: DoneCallback) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.base import Executor
 from aethergraph.settings import get_settings
@@ -49,3 +50,18 @@ async def ensure_started(executor: Executor) -> None:
         return
     await executor.start()
     _started.add(id(executor))
+    _running.append(executor)
+
+
+_running: list[Executor] = []
+
+
+async def _close_executors() -> None:
+    """At exit: close every executor this process started (most recent first)."""
+    while _running:
+        executor = _running.pop()
+        _started.discard(id(executor))
+        await executor.close()
+
+
+runtime_loop.add_shutdown_hook(_close_executors)

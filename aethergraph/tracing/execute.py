@@ -24,6 +24,7 @@ from aethergraph.scheduling import gc_pacing
 from aethergraph.scheduling.events import Listener
 from aethergraph.scheduling.scheduler import RunScheduler
 from aethergraph.services.runtime.registry import current_services
+from aethergraph.settings import get_settings
 from aethergraph.tracing.active import active_run
 from aethergraph.tracing.handles import NodeHandle, _Bound
 
@@ -141,6 +142,8 @@ async def execute_graph(
     chosen = resolve_executor(executor)
     if needs_start(chosen) or current_services().needs_start():
         await runtime_loop.run_here(_prepare(chosen))
+    if max_concurrency is None:
+        max_concurrency = get_settings().max_concurrency
     gc_pacing.run_started()
     try:
         return await _execute(
