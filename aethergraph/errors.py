@@ -58,6 +58,10 @@ class ArtifactNotFoundError(AetherGraphError, FileNotFoundError):
     """An artifact URI does not name anything in the artifact store."""
 
 
+class ArtifactTooLargeError(AetherGraphError, ValueError):
+    """Data is bigger than an artifact store accepts."""
+
+
 class RuntimeUsageError(AetherGraphError, RuntimeError):
     """An API was used where it cannot work (for example a blocking wait on the runtime thread)."""
 
@@ -166,6 +170,7 @@ def qualified_name(exc: BaseException) -> str:
 __all__ = [
     "AetherGraphError",
     "ArtifactNotFoundError",
+    "ArtifactTooLargeError",
     "ConfigurationError",
     "GraphInputError",
     "NoActiveContextError",

@@ -32,7 +32,7 @@ class Keys:
         return f"{self.ns}:mem:{run_id}"
 
     def memory_seq(self, run_id: str) -> str:
-        return f"{self.ns}:mem:{run_id}:seq"
+        return f"{self.ns}:memseq:{run_id}"
 
     # artifacts stored in Redis (content addressed)
     def artifact(self, digest: str) -> str:

@@ -23,7 +23,7 @@ def test_timeout_clock_starts_when_the_sync_tool_starts() -> None:
         release.wait(30)
         return {"y": 0}
 
-    @tool(outputs=["y"], timeout=0.3)
+    @tool(outputs=["y"], timeout=0.5)
     def le_quick() -> dict[str, Any]:
         return {"y": 1}
 
@@ -35,7 +35,7 @@ def test_timeout_clock_starts_when_the_sync_tool_starts() -> None:
     assert first_started.wait(30)
     # Keep the only thread busy for longer than le_quick's timeout: time spent queued must
     # not count against it. (A deliberate delay: the behaviour under test is about time.)
-    threading.Event().wait(0.6)
+    threading.Event().wait(0.8)
     release.set()
     assert handle.result(30) == {"a": 0, "b": 1}
 

@@ -1,0 +1,563 @@
+"""Tests of the Redis-backed built-in services, against a real Redis (one namespace per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from aethergraph.errors import (
+    ArtifactNotFoundError,
+    ConfigurationError,
+    RuntimeUsageError,
+    ToolCallError,
+)
+from aethergraph.keys import Keys
+from aethergraph.services.builtins.channel import Channel, ChannelMessage
+from aethergraph.services.builtins.memory import Memory, MemoryEvent
+from aethergraph.services.builtins.redis_backends import (
+    ArtifactTooLargeError,
+    RedisArtifactStore,
+    RedisKV,
+    RedisMemoryBackend,
+)
+from aethergraph.services.builtins.redis_channel import RedisChannelBackend, RunEventSubscriber
+
+T = TypeVar("T")
+WAIT = 10.0  # seconds: generous upper bound for anything that should take milliseconds
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def in_threads(target: Callable[[int], None], n: int) -> None:
+    """Run ``target(i)`` on ``n`` threads at once; re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+        assert not th.is_alive(), "a worker thread hung"
+    if errors:
+        raise errors[0]
+
+
+def poll(condition: Callable[[], Awaitable[bool]], what: str) -> Coroutine[Any, Any, None]:
+    """Await ``condition()`` until true, bounded by WAIT (for server-side expiry only)."""
+
+    async def loop() -> None:
+        deadline = time.monotonic() + WAIT
+        while not await condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.005)
+
+    return loop()
+
+
+@pytest.fixture
+def keys(redis_namespace: str) -> Keys:
+    return Keys(redis_namespace)
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain blocking client to look at what the backends stored."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there any more: refused at once
+
+
+# -- construction --------------------------------------------------------------------------------
+
+
+def test_constructor_validates_url_and_keys_and_hides_password(redis_url: str, keys: Keys) -> None:
+    with pytest.raises(ConfigurationError, match="redis://"):
+        RedisKV("http://localhost:6379", keys)
+    with pytest.raises(ConfigurationError, match="Keys"):
+        RedisKV(redis_url, "ns")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_events_per_run"):
+        RedisMemoryBackend(redis_url, keys, max_events_per_run=0)
+    with pytest.raises(ConfigurationError, match="max_size"):
+        RedisArtifactStore(redis_url, keys, max_size=-1)
+    backend = RedisKV("redis://user:s3cret@localhost:6379/0", keys)
+    assert "s3cret" not in repr(backend)
+    assert "***" in backend.url
+
+
+# -- kv ------------------------------------------------------------------------------------------
+
+
+def test_kv_round_trip_stores_json(redis_url: str, keys: Keys, raw: redis.Redis) -> None:
+    kv = RedisKV(redis_url, keys)
+
+    async def body() -> None:
+        assert await kv.get("missing", "dflt") == "dflt"
+        await kv.set("k", {"a": [1, 2.5, None], "b": "x"})
+        assert await kv.get("k") == {"a": [1, 2.5, None], "b": "x"}
+        assert await kv.exists("k")
+        await kv.set("k", 7)
+        assert await kv.get("k") == 7
+        assert await kv.delete("k") is True
+        assert await kv.delete("k") is False
+        assert not await kv.exists("k")
+        await kv.set("s", "text")
+        with pytest.raises(ToolCallError, match="JSON-compatible"):
+            await kv.set("bad", {1, 2})
+        with pytest.raises(ToolCallError):
+            await kv.get(3)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            await kv.set("k", 1, ttl=0)
+        await kv.aclose()
+
+    run(body())
+    assert json.loads(raw.get(keys.kv("s")) or b"") == "text"
+
+
+def test_kv_ttl_is_set_and_expires(redis_url: str, keys: Keys, raw: redis.Redis) -> None:
+    kv = RedisKV(redis_url, keys)
+
+    async def body() -> None:
+        await kv.set("t", "v", ttl=60)
+        assert 0 < raw.pttl(keys.kv("t")) <= 60_000
+        await kv.set("t", "v2")  # a plain set drops the ttl, like the in-process store
+        assert raw.pttl(keys.kv("t")) == -1
+        await kv.set("t", "v3", ttl=0.05)
+        assert 0 < raw.pttl(keys.kv("t")) <= 50
+        raw.pexpire(keys.kv("t"), 1)
+
+        async def gone() -> bool:
+            return not await kv.exists("t")
+
+        await poll(gone, "the key to expire")
+        assert await kv.get("t", "expired") == "expired"
+        await kv.aclose()
+
+    run(body())
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+async def append(backend: RedisMemoryBackend, run_id: str, kind: str, data: Any) -> MemoryEvent:
+    return await backend.append(run_id=run_id, graph_id="g", node_id="n", kind=kind, data=data)
+
+
+def test_memory_seq_is_atomic_across_threads_loops_and_instances(
+    redis_url: str, keys: Keys
+) -> None:
+    # Two backend instances stand in for two worker processes; each thread has its own loop.
+    backends = [RedisMemoryBackend(redis_url, keys), RedisMemoryBackend(redis_url, keys)]
+    per_thread, threads = 25, 6
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        async def body() -> list[int]:
+            backend = backends[i % 2]
+            events = await asyncio.gather(
+                *(append(backend, "run", "step", {"t": i, "j": j}) for j in range(per_thread))
+            )
+            return [e.seq for e in events]
+
+        got = run(body())
+        with lock:
+            seqs.extend(got)
+
+    in_threads(worker, threads)
+    total = per_thread * threads
+    assert sorted(seqs) == list(range(1, total + 1))
+    snapshot = backends[0].snapshot("run")
+    assert [e.seq for e in snapshot] == list(range(1, total + 1))  # list order == seq order
+    for backend in backends:
+        backend.snapshot("run")
+        run(backend.aclose())
+
+
+def test_memory_is_bounded_and_expires(redis_url: str, keys: Keys, raw: redis.Redis) -> None:
+    backend = RedisMemoryBackend(redis_url, keys, max_events_per_run=5, ttl=3600)
+
+    async def body() -> list[MemoryEvent]:
+        for i in range(12):
+            await append(backend, "r", "k", i)
+        return await backend.recent("r", 100)
+
+    recent = run(body())
+    assert [e.seq for e in recent] == [8, 9, 10, 11, 12]
+    assert [e.data for e in recent] == [7, 8, 9, 10, 11]
+    assert raw.llen(keys.memory("r")) == 5
+    for key in (keys.memory("r"), keys.memory_seq("r")):
+        assert 0 < raw.pttl(key) <= 3_600_000
+    run(backend.aclose())
+
+
+def test_memory_runs_are_isolated_and_clear_resets(redis_url: str, keys: Keys) -> None:
+    backend = RedisMemoryBackend(redis_url, keys)
+
+    async def body() -> None:
+        assert (await append(backend, "a", "k", 1)).seq == 1
+        assert (await append(backend, "b", "k", 2)).seq == 1
+        assert (await append(backend, "a", "k", 3)).seq == 2
+        assert [e.data for e in await backend.recent("a")] == [1, 3]
+        assert [e.data for e in await backend.recent("b")] == [2]
+        await backend.clear("a")
+        assert await backend.recent("a") == []
+        assert [e.data for e in await backend.recent("b")] == [2]
+        assert (await append(backend, "a", "k", 4)).seq == 1
+        assert await backend.recent("nobody") == []
+        await backend.aclose()
+
+    run(body())
+
+
+def test_memory_recent_with_kind_scans_back(redis_url: str, keys: Keys) -> None:
+    backend = RedisMemoryBackend(redis_url, keys)
+
+    async def body() -> None:
+        # Three rare events, then far more common ones than one read chunk (256) holds.
+        for i in range(3):
+            await append(backend, "r", "rare", {"i": i})
+        for i in range(700):
+            await append(backend, "r", "common", i)
+        await append(backend, "r", "rare", {"i": 3})
+        picked = await backend.recent("r", 3, kind="rare")
+        assert [e.data for e in picked] == [{"i": 1}, {"i": 2}, {"i": 3}]
+        assert [e.seq for e in picked] == [2, 3, 704]
+        assert [e.seq for e in await backend.recent("r", 10, kind="rare")] == [1, 2, 3, 704]
+        assert await backend.recent("r", 5, kind="none-such") == []
+        assert [e.seq for e in await backend.recent("r", 3)] == [702, 703, 704]
+        await backend.aclose()
+
+    run(body())
+
+
+def test_memory_snapshot_and_front_end(redis_url: str, keys: Keys) -> None:
+    backend = RedisMemoryBackend(redis_url, keys)
+    memory = Memory(backend, run_id="r", graph_id="g1", node_id="n1")
+
+    async def body() -> list[MemoryEvent]:
+        first = await memory.record("decision", {"pick": [1, 2], "why": "ok"})
+        await memory.record("note")
+        with pytest.raises(ToolCallError):
+            await memory.record("bad", object())
+        return [first]
+
+    (first,) = run(body())
+    snap = memory.snapshot()  # sync, outside any loop
+    assert snap[0] == first
+    assert (snap[0].graph_id, snap[0].node_id, snap[0].kind) == ("g1", "n1", "decision")
+    assert [(e.seq, e.kind, e.data) for e in snap] == [
+        (1, "decision", {"pick": [1, 2], "why": "ok"}),
+        (2, "note", None),
+    ]
+    assert backend.snapshot("other") == []
+    run(backend.aclose())
+
+
+# -- channel -------------------------------------------------------------------------------------
+
+
+class Collector:
+    """Callback that records messages and signals once ``expected`` have arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.messages: list[ChannelMessage] = []
+        self.done = asyncio.Event()
+
+    def __call__(self, message: ChannelMessage) -> None:
+        self.messages.append(message)
+        if len(self.messages) >= self.expected:
+            self.done.set()
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.done.wait(), WAIT)
+
+
+def test_channel_messages_arrive_in_order_with_ids(redis_url: str, keys: Keys) -> None:
+    backend = RedisChannelBackend(redis_url, keys)
+
+    async def body() -> None:
+        collector = Collector(expected=30)
+        async with backend.subscriber(collector, runs=["run-1"]) as sub:
+            assert sub.runs == ["run-1"]
+            chan = Channel(backend, run_id="run-1", graph_id="graph-1", node_id="node-7")
+            sent = [await chan.send_text("start")]
+            sent += [await chan.send_progress(i, 28) for i in range(28)]
+            sent.append(await chan.send_json({"done": True, "n": [1.5, None]}))
+            await collector.wait()
+        assert collector.messages == sent
+        assert {(m.run_id, m.graph_id, m.node_id) for m in collector.messages} == {
+            ("run-1", "graph-1", "node-7")
+        }
+        await backend.aclose()
+
+    run(body())
+
+
+def test_subscriber_async_callback_errors_are_logged_not_fatal(
+    redis_url: str, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RedisChannelBackend(redis_url, keys)
+
+    async def body() -> list[Any]:
+        seen: list[Any] = []
+        done = asyncio.Event()
+
+        async def on_message(message: ChannelMessage) -> None:
+            seen.append(message.payload)
+            if message.payload == "boom":
+                raise RuntimeError("callback bug")
+            if message.payload == "last":
+                done.set()
+
+        chan = Channel(backend, run_id="r", graph_id="g", node_id="n")
+        async with RunEventSubscriber(redis_url, keys, on_message) as sub:
+            await sub.add_run("r")
+            for text in ("boom", "after", "last"):
+                await chan.send_text(text)
+            await asyncio.wait_for(done.wait(), WAIT)
+        await backend.aclose()
+        return seen
+
+    with caplog.at_level(logging.ERROR):
+        assert run(body()) == ["boom", "after", "last"]
+    assert "callback bug" in caplog.text
+
+
+def test_remove_run_stops_delivery(redis_url: str, keys: Keys, raw: redis.Redis) -> None:
+    backend = RedisChannelBackend(redis_url, keys)
+
+    def message(run_id: str, payload: str) -> ChannelMessage:
+        return ChannelMessage(run_id, "g", "n", "text", payload, time.time())
+
+    async def body() -> list[ChannelMessage]:
+        collector = Collector(expected=2)
+        async with backend.subscriber(collector) as sub:
+            await sub.add_run("a")
+            await sub.add_run("b")
+            await sub.add_run("b")  # already followed: no-op
+            await backend.publish(message("a", "a1"))
+            await backend.publish(message("b", "b1"))
+            await collector.wait()
+            await sub.remove_run("a")
+            await sub.remove_run("never-added")
+            assert sub.runs == ["b"]
+            assert raw.pubsub_numsub(keys.run_channel("a")) == [(keys.run_channel("a").encode(), 0)]
+            collector.done.clear()
+            collector.expected = 3
+            await backend.publish(message("a", "a2"))  # published before b2: would arrive first
+            await backend.publish(message("b", "b2"))
+            await collector.wait()
+        await backend.aclose()
+        return collector.messages
+
+    assert [m.payload for m in run(body())] == ["a1", "b1", "b2"]
+
+
+def test_publish_never_fails_the_tool(redis_url: str, keys: Keys) -> None:
+    msg = ChannelMessage("nobody", "g", "n", "text", "x", 1.0)
+
+    async def body() -> None:
+        listening_to_nobody = RedisChannelBackend(redis_url, keys)
+        await listening_to_nobody.publish(msg)
+        await listening_to_nobody.aclose()
+        unreachable = RedisChannelBackend(closed_port_url(), keys, timeout=2)
+        await unreachable.publish(msg)  # logged and dropped
+        await unreachable.publish(msg)
+        await unreachable.aclose()
+
+    run(body())
+
+
+def test_subscriber_is_bound_to_its_loop(redis_url: str, keys: Keys) -> None:
+    sub = RunEventSubscriber(redis_url, keys, lambda m: None, runs=["r"])
+    closed = RunEventSubscriber(redis_url, keys, lambda m: None)
+
+    async def body() -> None:
+        await sub.start()
+        with pytest.raises(RuntimeUsageError, match="event loop"):
+            await asyncio.to_thread(run, sub.add_run("other"))  # another thread, another loop
+        await sub.close()
+        await closed.start()
+        await closed.close()
+        await closed.close()  # idempotent
+        with pytest.raises(RuntimeUsageError, match="closed"):
+            await closed.add_run("r")
+
+    run(body())
+
+
+# -- artifacts -----------------------------------------------------------------------------------
+
+
+def test_artifacts_round_trip_idempotent_with_ttl(
+    redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: Path
+) -> None:
+    store = RedisArtifactStore(redis_url, keys, ttl=3600)
+    data = b"\x00\x01binary\xff" * 100
+    digest = hashlib.sha256(data).hexdigest()
+
+    async def body() -> None:
+        uri = await store.save_bytes(data)
+        assert uri == f"artifact://sha256/{digest}"
+        assert await store.exists(uri)
+        assert await store.load_bytes(uri) == data
+        assert 0 < raw.pttl(keys.artifact(digest)) <= 3_600_000
+        raw.pexpire(keys.artifact(digest), 5_000)
+        assert await store.save_bytes(data) == uri  # same content, same URI ...
+        assert raw.pttl(keys.artifact(digest)) > 5_000  # ... and the ttl is refreshed
+        assert await store.load_json(await store.save_json({"b": 1, "a": [2]})) == {
+            "a": [2],
+            "b": 1,
+        }
+        src = tmp_path / "in.bin"
+        src.write_bytes(data)
+        assert await store.save_file(src) == uri
+        dest = await store.load_file(uri, tmp_path / "sub" / "out.bin")
+        assert dest.read_bytes() == data
+        missing = "artifact://sha256/" + "0" * 64
+        assert not await store.exists(missing)
+        with pytest.raises(ArtifactNotFoundError, match="expired"):
+            await store.load_bytes(missing)
+        with pytest.raises(ConfigurationError, match="malformed"):
+            await store.exists("artifact://nope")
+        with pytest.raises(FileNotFoundError):
+            await store.save_file(tmp_path / "absent")
+        await store.aclose()
+
+    run(body())
+    assert raw.get(keys.artifact(digest)) == data
+
+
+def test_artifacts_max_size(redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: Path) -> None:
+    store = RedisArtifactStore(redis_url, keys, max_size=10)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 11)
+
+    async def body() -> None:
+        assert await store.load_bytes(await store.save_bytes(b"x" * 10)) == b"x" * 10
+        with pytest.raises(ArtifactTooLargeError, match="shared filesystem"):
+            await store.save_bytes(b"x" * 11)
+        with pytest.raises(ValueError, match="shared filesystem"):
+            await store.save_file(big)
+        await store.aclose()
+
+    run(body())
+    assert not raw.exists(keys.artifact(hashlib.sha256(b"x" * 11).hexdigest()))
+
+
+# -- event loops ---------------------------------------------------------------------------------
+
+
+def test_backend_survives_consecutive_event_loops(redis_url: str, keys: Keys) -> None:
+    kv = RedisKV(redis_url, keys)
+    memory = RedisMemoryBackend(redis_url, keys)
+    run(kv.set("x", 1))
+    assert run(kv.get("x")) == 1  # a new loop: the first loop's client must not be reused
+    assert run(append(memory, "r", "k", None)).seq == 1
+    assert run(append(memory, "r", "k", None)).seq == 2
+    run(kv.aclose())
+    assert run(kv.get("x")) == 1  # usable again after aclose: a fresh client is opened
+    run(kv.aclose())
+    run(memory.aclose())
+
+
+def test_backend_shared_by_threads_each_with_a_loop(redis_url: str, keys: Keys) -> None:
+    kv = RedisKV(redis_url, keys)
+    store = RedisArtifactStore(redis_url, keys)
+    barrier = threading.Barrier(2, timeout=WAIT)
+
+    def worker(i: int) -> None:
+        async def body() -> None:
+            await kv.set(f"k{i}", i)
+            uri = await store.save_text("shared")
+            barrier.wait()  # both loops now hold live clients at the same time
+            assert await kv.get(f"k{1 - i}") == 1 - i
+            assert await store.load_text(uri) == "shared"
+
+        run(body())
+
+    in_threads(worker, 2)
+    run(kv.aclose())
+    run(store.aclose())
+
+
+def test_aclose_reaches_clients_of_other_running_loops(redis_url: str, keys: Keys) -> None:
+    kv = RedisKV(redis_url, keys)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(kv.set("k", "v"), loop).result(WAIT)
+        run(kv.aclose())  # closes the other loop's client on that loop
+        assert asyncio.run_coroutine_threadsafe(kv.get("k"), loop).result(WAIT) == "v"
+        asyncio.run_coroutine_threadsafe(kv.aclose(), loop).result(WAIT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
+
+
+def test_subscriber_recovers_from_a_dropped_connection(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    name = f"{keys.ns}-sub"  # unique per test, so we kill only our own connection
+    url = f"{redis_url}?client_name={name}"
+    channel = keys.run_channel("r")
+
+    async def body() -> list[Any]:
+        collector = Collector(expected=1)
+        async with RunEventSubscriber(url, keys, collector, runs=["r"]):
+            (client,) = [c for c in raw.client_list() if c["name"] == name]
+            assert raw.client_kill_filter(_id=client["id"]) == 1
+
+            # The reader reconnects and resubscribes by itself; wait until Redis counts a
+            # subscriber again, then the message must arrive.
+            async def resubscribed() -> bool:
+                return bool(raw.pubsub_numsub(channel)[0][1] == 1)
+
+            await poll(resubscribed, "the subscriber to come back")
+            payload = json.dumps(ChannelMessage("r", "g", "n", "text", "back", 1.0).to_dict())
+            raw.publish(channel, payload)
+            await collector.wait()
+        return [m.payload for m in collector.messages]
+
+    assert run(body()) == ["back"]
+
+
+def test_subscriber_start_failure_raises_and_closes(keys: Keys) -> None:
+    sub = RunEventSubscriber(closed_port_url(), keys, lambda m: None, runs=["r"])
+
+    async def body() -> None:
+        with pytest.raises(redis.ConnectionError):
+            await sub.start()
+        with pytest.raises(RuntimeUsageError, match="closed"):
+            await sub.add_run("x")
+
+    run(body())
