@@ -255,6 +255,8 @@ _BY_TYPE: dict[type, Callable[[Any], Any]] = {
 def _enc_object(v: Any) -> Any:
     """Everything that is not an exact builtin type: classes by reference, then subclasses."""
     cls = type(v)
+    if cls is Offloaded:
+        return v.marker()
     if isinstance(v, enum.Enum):
         ref = _class_ref(cls)
         if v.name is not None and cls.__members__.get(v.name) is v:
@@ -374,10 +376,9 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 def _dec_tagged(d: dict[str, Any]) -> Any:
     tag = d[TAG]
     if tag == "ref":
-        raise CodecError(
-            f"cannot decode a reference to {d.get('uri')!r}: it is an offloaded value; "
-            "call codec.inline() with the artifact store before decode()."
-        )
+        if not is_ref(d):
+            raise CodecError(f"cannot decode malformed 'ref' value {d!r}")
+        return Offloaded(d["uri"], d.get("size"))
     decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
     if decoder is None:
         raise CodecError(
@@ -437,6 +438,61 @@ def loads(text: str | bytes) -> Any:
 
 
 # -- large values by reference -----------------------------------------------------------------
+
+
+class Offloaded:
+    """A value that lives in the artifact store: what a decoded ``ref`` becomes.
+
+    It travels on as a ref when passed to another tool (so a large value moves from worker to
+    worker without passing through the client) and is loaded only where the value is really
+    needed, by :func:`materialize`.
+    """
+
+    __slots__ = ("size", "uri")
+
+    def __init__(self, uri: str, size: int | None = None) -> None:
+        self.uri = uri
+        self.size = size
+
+    def marker(self) -> dict[str, Any]:
+        return {TAG: "ref", "uri": self.uri, "size": self.size}
+
+    def __repr__(self) -> str:
+        return f"<offloaded {self.uri} ({self.size} bytes)>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Offloaded) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+
+def contains_offloaded(value: Any) -> bool:
+    """Whether ``value`` (a decoded structure) holds an :class:`Offloaded` anywhere."""
+    t = type(value)
+    if t in _SCALARS:
+        return False
+    if t is Offloaded:
+        return True
+    if isinstance(value, dict):
+        return any(contains_offloaded(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(contains_offloaded(v) for v in value)
+    return False
+
+
+async def materialize(value: Any, store: ArtifactStore) -> Any:
+    """``value`` with every :class:`Offloaded` replaced by the value it stands for."""
+    if not contains_offloaded(value):
+        return value
+    if type(value) is Offloaded:
+        return decode(await inline(value.marker(), store))
+    if isinstance(value, dict):
+        keys = list(value)
+        items = await asyncio.gather(*(materialize(value[k], store) for k in keys))
+        return dict(zip(keys, items, strict=True))
+    items = await asyncio.gather(*(materialize(v, store) for v in value))
+    return type(value)(items) if type(value) in (list, tuple, set, frozenset) else items
 
 
 def is_ref(data: Any) -> bool:
@@ -506,6 +562,9 @@ __all__ = [
     "ACCEPT_CONTENT",
     "TAG",
     "CodecError",
+    "Offloaded",
+    "contains_offloaded",
+    "materialize",
     "decode",
     "dumps",
     "encode",

@@ -19,8 +19,12 @@ def _make(name: str) -> Executor:
         from aethergraph.execution.local import LocalExecutor
 
         return LocalExecutor()
+    if name == "celery":
+        from aethergraph.execution.celery_executor import CeleryExecutor
+
+        return CeleryExecutor()
     raise ConfigurationError(
-        f"unknown executor {name!r}; available: ['local'] or an Executor instance"
+        f"unknown executor {name!r}; available: 'local', 'celery' or an Executor instance"
     )
 
 
@@ -29,7 +33,7 @@ def resolve_executor(executor: Executor | str | None) -> Executor:
     if isinstance(executor, Executor):
         return executor
     if executor is None:
-        executor = get_settings().executor
+        executor = get_settings().effective_executor
     if not isinstance(executor, str):
         raise ConfigurationError(
             f"executor must be an Executor instance or a name like 'local', got {executor!r}"
