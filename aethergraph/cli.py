@@ -110,8 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_p.add_argument("--quiet", action="store_true", help="no per-node progress lines")
     run_p.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
-    args = parser.parse_args(argv)
+    worker_p = sub.add_parser(
+        "worker", help="serve tools as a Celery worker (other celery worker flags pass through)"
+    )
+    from aethergraph.worker_cli import worker_parser
+
+    worker_parser(worker_p)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "worker":
+            from aethergraph.worker_cli import run_worker
+
+            return run_worker(args, extra)
         if args.command == "demo":
             from aethergraph.demo import DEFAULT_TEMPERATURES, demo_sweep
 

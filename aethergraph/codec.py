@@ -564,7 +564,6 @@ __all__ = [
     "CodecError",
     "Offloaded",
     "contains_offloaded",
-    "materialize",
     "decode",
     "dumps",
     "encode",
@@ -572,6 +571,7 @@ __all__ = [
     "inline_entries",
     "is_ref",
     "loads",
+    "materialize",
     "offload",
     "offload_entries",
 ]

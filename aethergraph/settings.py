@@ -80,7 +80,6 @@ class Settings(BaseSettings):
         description="Generation-0 GC threshold while graphs run (0: leave the collector alone).",
     )
 
-
     @field_validator("broker_url", "result_backend")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:

@@ -15,7 +15,7 @@ LAYERS = [
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),
     ("tracing", ["tracing"]),
-    ("entry", ["runner", "cli", "demo", "__init__"]),
+    ("entry", ["runner", "cli", "demo", "__init__", "worker_cli", "cluster"]),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
 

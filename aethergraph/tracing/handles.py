@@ -15,11 +15,15 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aethergraph import runtime_loop
+from aethergraph.codec import contains_offloaded, materialize
 from aethergraph.errors import RuntimeUsageError, UnknownOutputError
 from aethergraph.graph.refs import PathItem, RefBase
+from aethergraph.services.runtime.registry import current_services
 
 if TYPE_CHECKING:
     from aethergraph.scheduling.scheduler import NodeState, RunScheduler
+
+_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _wait_sync(state: NodeState) -> dict[str, Any]:
@@ -45,8 +49,10 @@ class _Bound(RefBase):
         self._state = state
 
     def _value(self) -> Any:
-        outputs = _wait_sync(self._state)
-        return self._extract(outputs)
+        value = self._extract(_wait_sync(self._state))
+        if type(value) not in _ATOMIC and contains_offloaded(value):
+            value = runtime_loop.run_sync(materialize(value, current_services().builtins.artifacts))
+        return value
 
     def _extract(self, outputs: dict[str, Any]) -> Any:
         if not self._ref_path:
@@ -63,7 +69,11 @@ class _Bound(RefBase):
         state = self._state
         if not state.is_finished:
             await state.wait_async()
-        return self._extract(state.result())
+        value = self._extract(state.result())
+        if type(value) not in _ATOMIC and contains_offloaded(value):
+            store = current_services().builtins.artifacts
+            value = await runtime_loop.run_here(materialize(value, store))
+        return value
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._value_async().__await__()

@@ -1,0 +1,372 @@
+"""``CeleryExecutor``: tool nodes as Celery tasks on worker pools, results pushed back via Redis.
+
+Dispatch: ready nodes are collected for the current loop iteration, their arguments encoded
+(a value that cannot be encoded fails its node at once, naming the argument; large values go to
+the shared artifact store and travel by reference), and the whole batch is published as Celery
+task messages in one pipelined Redis round trip (see ``wire``).
+
+Results: every worker pushes each finished attempt onto this client's result list; one
+background task pops them (blocking pop, then draining the burst) and resolves the nodes — no
+per-task polling, no ``AsyncResult.get()``.
+
+Liveness: workers heartbeat the tools and queues they serve. A node whose tool no live worker
+serves waits up to ``AETHERGRAPH_WORKER_WAIT`` seconds for one and then fails with a message
+saying which worker to start — never a silent hang.
+
+Live context: channel messages and node logs that tools emit on workers reach this process
+through the run's Pub/Sub channel and are replayed on the local channel and logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aethergraph import codec
+from aethergraph.errors import ConfigurationError, NodeTimeoutError
+from aethergraph.execution.base import DoneCallback, Executor, NodeFailure, NodeJob, NodeOutcome
+from aethergraph.execution.invoke import failure_from
+from aethergraph.execution.wire import META, short_repr, task_envelope
+from aethergraph.keys import Keys
+from aethergraph.services.builtins.channel import ChannelMessage
+from aethergraph.services.node_logger import node_logger
+from aethergraph.services.runtime.registry import current_services
+from aethergraph.settings import Settings, get_settings
+
+log = logging.getLogger("aethergraph")
+
+WORKERS_REFRESH = 1.0  # seconds a snapshot of live workers is trusted
+TIMEOUT_GRACE = 5.0  # the client-side backstop fires this long after a node's timeout
+DRAIN = 256  # results popped per round trip after a blocking pop returned
+
+
+class _Pending:
+    __slots__ = ("job", "on_done", "timer")
+
+    def __init__(self, job: NodeJob, on_done: DoneCallback) -> None:
+        self.job = job
+        self.on_done = on_done
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class CeleryExecutor(Executor):
+    """Runs nodes on ``aethergraph worker`` pools through Celery over Redis."""
+
+    name = "celery"
+
+    def __init__(self, broker_url: str | None = None, *, settings: Settings | None = None) -> None:
+        base = settings or get_settings()
+        if broker_url is not None:
+            base = base.model_copy(update={"broker_url": broker_url})
+        if not base.broker_url:
+            raise ConfigurationError(
+                "the Celery executor needs a broker: set AETHERGRAPH_BROKER_URL=redis://host:6379/0"
+                " or pass CeleryExecutor(broker_url=...), or use a LocalCluster"
+            )
+        self.settings = base
+        self.keys = Keys(base.namespace)
+        self.client_id = uuid.uuid4().hex
+        self._results_key = self.keys.client_results(self.client_id)
+        self._redis: aioredis.Redis | None = None
+        self._blocking: aioredis.Redis | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._outbox: deque[tuple[NodeJob, DoneCallback]] = deque()
+        self._waiting: list[tuple[NodeJob, DoneCallback, float]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._served: dict[str, set[str]] = {}
+        self._served_at = 0.0
+        self._subscriber: Any = None
+        self._followed: dict[str, int] = {}
+        self._app: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        url = self.settings.broker_url or ""
+        self._redis = aioredis.Redis.from_url(url)
+        self._blocking = aioredis.Redis.from_url(url)
+        await self._redis.ping()
+        self._use_shared_builtins()
+        from aethergraph.services.builtins.redis_channel import RunEventSubscriber
+
+        self._subscriber = RunEventSubscriber(url, self.keys, self._on_remote_message)
+        await self._subscriber.start()
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    def _use_shared_builtins(self) -> None:
+        """Memory, kv and artifacts must be the ones the workers use: switch to Redis."""
+        from aethergraph.services.builtins.redis_backends import (
+            RedisArtifactStore,
+            RedisKV,
+            RedisMemoryBackend,
+        )
+
+        url = self.settings.broker_url or ""
+        update: dict[str, Any] = {
+            "memory": RedisMemoryBackend(url, self.keys),
+            "kv": RedisKV(url, self.keys),
+        }
+        if self.settings.artifacts_backend != "filesystem":
+            update["artifacts"] = RedisArtifactStore(url, self.keys)
+        current_services().configure_builtins(**update)
+
+    async def close(self) -> None:
+        for task in (self._listener, self._dispatcher):
+            if task is not None:
+                task.cancel()
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        for client in (self._redis, self._blocking):
+            if client is not None:
+                await client.aclose()
+
+    # -- dispatch ----------------------------------------------------------------------
+    def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
+        for job in jobs:
+            self._outbox.append((job, on_done))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        while self._outbox or self._waiting:
+            if time.monotonic() - self._served_at > WORKERS_REFRESH:
+                await self._refresh_workers()
+            batch: list[tuple[NodeJob, DoneCallback]] = []
+            now = time.monotonic()
+            still_waiting = []
+            for job, on_done, deadline in self._waiting:
+                if self._serves(job):
+                    batch.append((job, on_done))
+                elif now >= deadline:
+                    self._no_worker(job, on_done)
+                else:
+                    still_waiting.append((job, on_done, deadline))
+            self._waiting = still_waiting
+            while self._outbox:
+                job, on_done = self._outbox.popleft()
+                if self._serves(job):
+                    batch.append((job, on_done))
+                else:
+                    self._waiting.append((job, on_done, now + self.settings.worker_wait))
+            if batch:
+                await self._publish(batch)
+            elif self._waiting and not self._outbox:
+                await asyncio.sleep(0.2)  # wait for a worker to come up (heartbeats)
+
+    def _serves(self, job: NodeJob) -> bool:
+        queue = self.keys.tool_queue(job.tool.policy.queue)
+        return job.tool.name in self._served.get(queue, ())
+
+    def _no_worker(self, job: NodeJob, on_done: DoneCallback) -> None:
+        queue = self.keys.tool_queue(job.tool.policy.queue)
+        exc = ConfigurationError(
+            f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
+            f"{self.settings.worker_wait:g}s); start one with: aethergraph worker --tools "
+            f"<module defining {job.tool.name}> -Q {queue}"
+        )
+        on_done(job, NodeOutcome(failure=failure_from(exc)))
+
+    async def _refresh_workers(self) -> None:
+        assert self._redis is not None
+        served: dict[str, set[str]] = {}
+        keys = [key async for key in self._redis.scan_iter(match=self.keys.workers_pattern())]
+        if keys:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, "tools", "queues")
+            for tools_raw, queues_raw in await pipe.execute():
+                if tools_raw is None or queues_raw is None:
+                    continue
+                tools = set(json.loads(tools_raw))
+                for queue in json.loads(queues_raw):
+                    served.setdefault(queue, set()).update(tools)
+        self._served = served
+        self._served_at = time.monotonic()
+
+    async def _publish(self, batch: list[tuple[NodeJob, DoneCallback]]) -> None:
+        assert self._redis is not None
+        store = current_services().builtins.artifacts
+        threshold = self.settings.offload_threshold
+        pipe = self._redis.pipeline(transaction=False)
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[str, _Pending]] = []
+        for job, on_done in batch:
+            if job.executor_state == "cancelled":
+                continue
+            try:
+                kwargs = codec.encode(job.args, where=f"node {job.node_id!r} argument")
+                if len(kwargs) and any(type(v) not in _SMALL for v in kwargs.values()):
+                    kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
+            except Exception as exc:
+                on_done(job, NodeOutcome(failure=failure_from(exc)))
+                continue
+            task_id = uuid.uuid4().hex
+            kwargs[META] = {
+                "client": self.client_id,
+                "run_id": job.run_id,
+                "graph_id": job.graph_id,
+                "node_id": job.node_id,
+                "attempt": job.attempt,
+                "timeout": job.timeout,
+            }
+            queue = self.keys.tool_queue(job.tool.policy.queue)
+            timeout = job.timeout
+            pipe.lpush(
+                queue,
+                task_envelope(
+                    task_id=task_id,
+                    task_name=job.tool.name,
+                    kwargs=kwargs,
+                    queue=queue,
+                    time_limit=timeout + TIMEOUT_GRACE if timeout else None,
+                    soft_time_limit=timeout,
+                    kwargs_repr=short_repr(kwargs),
+                ),
+            )
+            pending = _Pending(job, on_done)
+            if timeout:
+                pending.timer = loop.call_later(timeout + TIMEOUT_GRACE, self._time_out, task_id)
+            job.executor_state = task_id
+            sent.append((task_id, pending))
+            await self._follow(job.run_id)
+        for task_id, pending in sent:
+            self._pending[task_id] = pending
+        if sent:
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                for task_id, pending in sent:
+                    self._pending.pop(task_id, None)
+                    pending.on_done(pending.job, NodeOutcome(failure=failure_from(exc)))
+
+    # -- results -----------------------------------------------------------------------
+    async def _listen(self) -> None:
+        assert self._blocking is not None
+        client = self._blocking
+        while True:
+            try:
+                item = await client.blpop([self._results_key], timeout=5)
+                if item is None:
+                    continue
+                raws: list[Any] = [item[1]]
+                more = await client.lpop(self._results_key, DRAIN)
+                if isinstance(more, list):
+                    raws.extend(more)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("result listener: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for raw in raws:
+                self._on_result(raw)
+
+    def _on_result(self, raw: bytes | str) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("dropping malformed result message %r", raw[:200])
+            return
+        pending = self._pending.pop(message.get("task_id", ""), None)
+        if pending is None:
+            return  # an attempt we gave up on (cancelled, timed out)
+        if pending.timer is not None:
+            pending.timer.cancel()
+        job = pending.job
+        job.executor_state = None
+        self._unfollow(job.run_id)
+        failure = message.get("failure")
+        if failure:
+            outcome = NodeOutcome(
+                failure=NodeFailure(
+                    str(failure.get("exc_type", "Exception")),
+                    str(failure.get("message", "")),
+                    str(failure.get("traceback", "")),
+                )
+            )
+        else:
+            try:
+                outputs = codec.decode(message.get("outputs") or {})
+                outcome = NodeOutcome(outputs)
+            except Exception as exc:
+                outcome = NodeOutcome(failure=failure_from(exc))
+        pending.on_done(job, outcome)
+
+    def _time_out(self, task_id: str) -> None:
+        pending = self._pending.pop(task_id, None)
+        if pending is None:
+            return
+        job = pending.job
+        self._revoke([task_id])
+        self._unfollow(job.run_id)
+        exc = NodeTimeoutError(f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s")
+        pending.on_done(job, NodeOutcome(failure=failure_from(exc)))
+
+    # -- cancellation --------------------------------------------------------------------
+    def cancel(self, job: NodeJob) -> None:
+        task_id = job.executor_state
+        job.executor_state = "cancelled"
+        if not isinstance(task_id, str) or task_id == "cancelled":
+            return
+        pending = self._pending.pop(task_id, None)
+        if pending is not None:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            self._unfollow(job.run_id)
+        self._revoke([task_id])
+
+    def _revoke(self, task_ids: list[str]) -> None:
+        """Revoke (and terminate, where running) tasks: queued ones are dropped on receipt."""
+        if self._app is None:
+            from aethergraph.execution.celery_app import make_celery_app
+
+            self._app = make_celery_app(self.settings)
+        app = self._app
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(
+            None, lambda: app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
+        )
+
+    # -- live messages from workers ------------------------------------------------------
+    async def _follow(self, run_id: str) -> None:
+        count = self._followed.get(run_id, 0)
+        self._followed[run_id] = count + 1
+        if count == 0 and self._subscriber is not None:
+            await self._subscriber.add_run(run_id)
+
+    def _unfollow(self, run_id: str) -> None:
+        count = self._followed.get(run_id, 0) - 1
+        if count > 0:
+            self._followed[run_id] = count
+            return
+        self._followed.pop(run_id, None)
+        if self._subscriber is not None:
+            # late messages can trail the result: stop following a little later
+            loop = asyncio.get_running_loop()
+            loop.call_later(2.0, self._maybe_remove, run_id)
+
+    def _maybe_remove(self, run_id: str) -> None:
+        if run_id not in self._followed and self._subscriber is not None:
+            asyncio.get_running_loop().create_task(self._subscriber.remove_run(run_id))
+
+    async def _on_remote_message(self, message: ChannelMessage) -> None:
+        if message.kind == "log":
+            payload = message.payload if isinstance(message.payload, dict) else {}
+            node_logger(message.run_id, message.graph_id, message.node_id).log(
+                int(payload.get("level", logging.INFO)),
+                str(payload.get("msg", "")),
+                extra={"remote": True},
+            )
+            return
+        await current_services().builtins.channel.publish(message)
+
+
+_SMALL = frozenset({int, float, bool, type(None)})
