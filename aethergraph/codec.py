@@ -537,6 +537,11 @@ async def inline(data: Any, store: ArtifactStore) -> Any:
     return json.loads(raw)
 
 
+def needs_offload(mapping: dict[str, Any], threshold: int) -> bool:
+    """Whether :func:`offload_entries` would move any entry (cheap: small scalars are skipped)."""
+    return any(_big(v, threshold) is not None for v in mapping.values())
+
+
 async def offload_entries(
     mapping: dict[str, Any], store: ArtifactStore, *, threshold: int
 ) -> dict[str, Any]:
@@ -572,6 +577,7 @@ __all__ = [
     "is_ref",
     "loads",
     "materialize",
+    "needs_offload",
     "offload",
     "offload_entries",
 ]

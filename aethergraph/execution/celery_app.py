@@ -33,9 +33,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "no broker configured: set AETHERGRAPH_BROKER_URL=redis://host:6379/0, or use a "
             "LocalCluster (aethergraph.cluster.LocalCluster) for an embedded one"
         )
+    visibility = max(int(settings.visibility_timeout), 1)
     transport = {
-        "visibility_timeout": int(settings.visibility_timeout),
-        "global_keyprefix": "",
+        "visibility_timeout": visibility,
+        # sweep for messages of vanished workers often enough to honour a short timeout
+        "unacked_restore_interval": max(1, min(10, visibility // 4)),
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": broker,

@@ -38,7 +38,7 @@ from aethergraph.execution.wire import META, short_repr, task_envelope
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.channel import ChannelMessage
 from aethergraph.services.node_logger import node_logger
-from aethergraph.services.runtime.registry import current_services
+from aethergraph.services.runtime.registry import BuiltinBackends, current_services
 from aethergraph.settings import Settings, get_settings
 
 log = logging.getLogger("aethergraph")
@@ -86,13 +86,18 @@ class CeleryExecutor(Executor):
         self._served_at = 0.0
         self._subscriber: Any = None
         self._followed: dict[str, int] = {}
+        self._subscribed: set[str] = set()
         self._app: Any = None
+        self._previous_builtins: BuiltinBackends | None = None
+        #: traffic counters: messages and bytes published, results and bytes received
+        self.stats = {"published": 0, "published_bytes": 0, "results": 0, "result_bytes": 0}
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         url = self.settings.broker_url or ""
         self._redis = aioredis.Redis.from_url(url)
-        self._blocking = aioredis.Redis.from_url(url)
+        # blocking pops wait up to 5 s: this connection must not time out before they return
+        self._blocking = aioredis.Redis.from_url(url, socket_timeout=None)
         await self._redis.ping()
         self._use_shared_builtins()
         from aethergraph.services.builtins.redis_channel import RunEventSubscriber
@@ -110,6 +115,7 @@ class CeleryExecutor(Executor):
         )
 
         url = self.settings.broker_url or ""
+        self._previous_builtins = current_services().builtins
         update: dict[str, Any] = {
             "memory": RedisMemoryBackend(url, self.keys),
             "kv": RedisKV(url, self.keys),
@@ -127,6 +133,12 @@ class CeleryExecutor(Executor):
         for client in (self._redis, self._blocking):
             if client is not None:
                 await client.aclose()
+        previous = self._previous_builtins
+        if previous is not None:
+            self._previous_builtins = None
+            current_services().configure_builtins(
+                memory=previous.memory, kv=previous.kv, artifacts=previous.artifacts
+            )
 
     # -- dispatch ----------------------------------------------------------------------
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
@@ -203,7 +215,7 @@ class CeleryExecutor(Executor):
                 continue
             try:
                 kwargs = codec.encode(job.args, where=f"node {job.node_id!r} argument")
-                if len(kwargs) and any(type(v) not in _SMALL for v in kwargs.values()):
+                if codec.needs_offload(kwargs, threshold):
                     kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
             except Exception as exc:
                 on_done(job, NodeOutcome(failure=failure_from(exc)))
@@ -219,18 +231,18 @@ class CeleryExecutor(Executor):
             }
             queue = self.keys.tool_queue(job.tool.policy.queue)
             timeout = job.timeout
-            pipe.lpush(
-                queue,
-                task_envelope(
-                    task_id=task_id,
-                    task_name=job.tool.name,
-                    kwargs=kwargs,
-                    queue=queue,
-                    time_limit=timeout + TIMEOUT_GRACE if timeout else None,
-                    soft_time_limit=timeout,
-                    kwargs_repr=short_repr(kwargs),
-                ),
+            envelope = task_envelope(
+                task_id=task_id,
+                task_name=job.tool.name,
+                kwargs=kwargs,
+                queue=queue,
+                time_limit=timeout + TIMEOUT_GRACE if timeout else None,
+                soft_time_limit=timeout,
+                kwargs_repr=short_repr(kwargs),
             )
+            pipe.lpush(queue, envelope)
+            self.stats["published"] += 1
+            self.stats["published_bytes"] += len(envelope)
             pending = _Pending(job, on_done)
             if timeout:
                 pending.timer = loop.call_later(timeout + TIMEOUT_GRACE, self._time_out, task_id)
@@ -257,9 +269,10 @@ class CeleryExecutor(Executor):
                 if item is None:
                     continue
                 raws: list[Any] = [item[1]]
-                more = await client.lpop(self._results_key, DRAIN)
-                if isinstance(more, list):
-                    raws.extend(more)
+                if len(self._pending) > 1:  # a burst may be waiting: take it in one round trip
+                    more = await client.lpop(self._results_key, DRAIN)
+                    if isinstance(more, list):
+                        raws.extend(more)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -270,6 +283,8 @@ class CeleryExecutor(Executor):
                 self._on_result(raw)
 
     def _on_result(self, raw: bytes | str) -> None:
+        self.stats["results"] += 1
+        self.stats["result_bytes"] += len(raw)
         try:
             message = json.loads(raw)
         except ValueError:
@@ -337,9 +352,9 @@ class CeleryExecutor(Executor):
 
     # -- live messages from workers ------------------------------------------------------
     async def _follow(self, run_id: str) -> None:
-        count = self._followed.get(run_id, 0)
-        self._followed[run_id] = count + 1
-        if count == 0 and self._subscriber is not None:
+        self._followed[run_id] = self._followed.get(run_id, 0) + 1
+        if run_id not in self._subscribed and self._subscriber is not None:
+            self._subscribed.add(run_id)
             await self._subscriber.add_run(run_id)
 
     def _unfollow(self, run_id: str) -> None:
@@ -354,8 +369,10 @@ class CeleryExecutor(Executor):
             loop.call_later(2.0, self._maybe_remove, run_id)
 
     def _maybe_remove(self, run_id: str) -> None:
-        if run_id not in self._followed and self._subscriber is not None:
-            asyncio.get_running_loop().create_task(self._subscriber.remove_run(run_id))
+        if run_id not in self._followed and run_id in self._subscribed:
+            self._subscribed.discard(run_id)
+            if self._subscriber is not None:
+                asyncio.get_running_loop().create_task(self._subscriber.remove_run(run_id))
 
     async def _on_remote_message(self, message: ChannelMessage) -> None:
         if message.kind == "log":
@@ -367,6 +384,3 @@ class CeleryExecutor(Executor):
             )
             return
         await current_services().builtins.channel.publish(message)
-
-
-_SMALL = frozenset({int, float, bool, type(None)})

@@ -16,10 +16,12 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -52,7 +54,10 @@ def load_tools(modules: Sequence[str]) -> dict[str, ToolSpec]:
     """Import the tool modules; return every tool registered in this process, by name."""
     for name in modules:
         try:
-            importlib.import_module(name)
+            if name.endswith(".py"):
+                _import_file(name)
+            else:
+                importlib.import_module(name)
         except ImportError as exc:
             raise ConfigurationError(
                 f"--tools {name}: cannot import it ({exc}); pass an importable module path "
@@ -62,6 +67,20 @@ def load_tools(modules: Sequence[str]) -> dict[str, ToolSpec]:
     for entry in current_registry().list("tool"):
         tools[entry.name] = entry.obj.spec  # list() is version-sorted: the latest wins
     return tools
+
+
+def _import_file(path: str) -> None:
+    """Import a ``.py`` file as a module named after it (its ``__main__`` block does not run)."""
+    file = os.path.abspath(path)
+    if not os.path.isfile(file):
+        raise ImportError(f"no such file: {path}")
+    module_name = os.path.splitext(os.path.basename(file))[0]
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
 
 
 def load_bootstrap(spec: str | None) -> Callable[[], Any] | None:
@@ -183,14 +202,14 @@ class WorkerRuntime:
         outputs = None
         if outcome.outputs is not None:
             try:
-                encoded = codec.encode(
-                    outcome.outputs, where=f"outputs of node {meta['node_id']!r}"
-                )
-                store = current_services().builtins.artifacts
+                where = f"outputs of node {meta['node_id']!r}"
+                outputs = codec.encode(outcome.outputs, where=where)
                 threshold = self.settings.offload_threshold
-                outputs = runtime_loop.run_sync(
-                    codec.offload_entries(encoded, store, threshold=threshold)
-                )
+                if codec.needs_offload(outputs, threshold):
+                    store = current_services().builtins.artifacts
+                    outputs = runtime_loop.run_sync(
+                        codec.offload_entries(outputs, store, threshold=threshold)
+                    )
             except Exception as exc:
                 failure = failure_from(exc).to_dict()
         message = outcome_message(task_id=task_id, meta=meta, outputs=outputs, failure=failure)
@@ -238,7 +257,8 @@ class WorkerRuntime:
         node_log = logging.getLogger(LOGGER_NAME)
         node_log.addHandler(_RunLogHandler(publish))
         if node_log.level == logging.NOTSET:
-            node_log.setLevel(self.log_level)
+            # tools' INFO logs reach the client whatever the worker's own -l level is
+            node_log.setLevel(min(logging.INFO, logging.getLevelName(self.log_level)))
         if self.bootstrap is not None:
             registered = self.bootstrap()
             if isinstance(registered, dict):

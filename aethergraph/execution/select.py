@@ -60,6 +60,15 @@ async def ensure_started(executor: Executor) -> None:
 _running: list[Executor] = []
 
 
+async def close_executor(executor: Executor) -> None:
+    """Close an executor started by a run (it is started again if used again)."""
+    if id(executor) in _started:
+        _started.discard(id(executor))
+        if executor in _running:
+            _running.remove(executor)
+        await executor.close()
+
+
 async def _close_executors() -> None:
     """At exit: close every executor this process started (most recent first)."""
     while _running:

