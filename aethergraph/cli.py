@@ -15,10 +15,11 @@ from aethergraph.errors import AetherGraphError, ConfigurationError
 from aethergraph.graph.task_graph import TaskGraph
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
+from aethergraph.settings import get_settings
 from aethergraph.tracing.graph_fn import GraphFunction
 
 
-def _load_graph(target: str) -> GraphFunction:
+def _load_graph(target: str) -> tuple[GraphFunction, str]:
     """``pkg.module:graph`` or ``path/to/file.py:graph`` → the GraphFunction."""
     if ":" not in target:
         raise ConfigurationError(
@@ -40,7 +41,8 @@ def _load_graph(target: str) -> GraphFunction:
     obj = getattr(module, name, None)
     if not isinstance(obj, GraphFunction):
         raise ConfigurationError(f"{where} has no @graph_fn named {name!r}")
-    return obj
+    tools = str(Path(where).resolve()) if where.endswith(".py") else where
+    return obj, tools
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -78,16 +80,50 @@ class _Progress:
             print(f"run {event.run_id[:12]} {event.status}: {event.counts}", file=sys.stderr)
 
 
-def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], *, quiet: bool, mermaid: bool) -> int:
+def _execute(gf: GraphFunction, inputs: dict[str, Any], tools: str, args: Any) -> int:
+    """Run in-process (--local), on the configured broker, or on a fresh LocalCluster."""
+    if args.local:
+        return _run_and_print(gf, inputs, "local", args)
+    if get_settings().broker_url:
+        return _run_and_print(gf, inputs, "celery", args)
+    from aethergraph.cluster import LocalCluster
+
     started = time.perf_counter()
-    result = run(gf, on_event=None if quiet else _Progress(), **inputs)
+    with LocalCluster(workers=args.workers, tools=[tools], concurrency=1) as cluster:
+        print(
+            f"LocalCluster: {args.workers} worker processes on {cluster.url} "
+            f"(up in {time.perf_counter() - started:.1f}s)",
+            file=sys.stderr,
+        )
+        return _run_and_print(gf, inputs, cluster.executor, args)
+
+
+def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, args: Any) -> int:
+    quiet, mermaid = args.quiet, args.mermaid
+    started = time.perf_counter()
+    result = run(gf, executor=executor, on_event=None if quiet else _Progress(), **inputs)
     elapsed = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
     graph: TaskGraph = gf.last_graph
-    print(f"{len(graph)} nodes in {elapsed:.2f}s", file=sys.stderr)
+    if not quiet:
+        print(f"{len(graph)} nodes in {elapsed:.2f}s", file=sys.stderr)
     if mermaid:
         print(graph.to_mermaid())
     return 0
+
+
+def _where_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no per-node progress lines")
+    parser.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
+    parser.add_argument(
+        "--local", action="store_true", help="run in-process instead of on Celery workers"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the LocalCluster started when no broker is configured",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo parameter sweep")
-    demo.add_argument("--quiet", action="store_true", help="no per-node progress lines")
-    demo.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
+    _where_options(demo)
     run_p = sub.add_parser("run", help="run a graph: aethergraph run MODULE_OR_FILE:GRAPH")
     run_p.add_argument("target", help="pkg.module:graph or path/to/file.py:graph")
     run_p.add_argument(
@@ -108,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a graph input; VALUE is parsed as JSON when it can be (repeatable)",
     )
-    run_p.add_argument("--quiet", action="store_true", help="no per-node progress lines")
-    run_p.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
+    _where_options(run_p)
     worker_p = sub.add_parser(
         "worker", help="serve tools as a Celery worker (other celery worker flags pass through)"
     )
@@ -127,14 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from aethergraph.demo import DEFAULT_TEMPERATURES, demo_sweep
 
-            return _run_and_print(
-                demo_sweep,
-                {"temperatures": DEFAULT_TEMPERATURES, "target": 10.0},
-                quiet=args.quiet,
-                mermaid=args.mermaid,
-            )
-        gf = _load_graph(args.target)
-        return _run_and_print(gf, _parse_inputs(args.input), quiet=args.quiet, mermaid=args.mermaid)
+            inputs = {"temperatures": DEFAULT_TEMPERATURES, "target": 10.0}
+            return _execute(demo_sweep, inputs, "aethergraph.demo", args)
+        gf, tools = _load_graph(args.target)
+        return _execute(gf, _parse_inputs(args.input), tools, args)
     except AetherGraphError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
