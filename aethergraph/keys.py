@@ -54,5 +54,9 @@ class Keys:
         return f"{self.ns}:worker:*"
 
     def tool_queue(self, queue: str | None) -> str:
-        """The Celery queue a tool's tasks are sent to."""
-        return queue or DEFAULT_QUEUE
+        """The Redis list (Celery queue) behind a logical queue name, inside the namespace.
+
+        ``@tool(queue="gpu")`` and ``aethergraph worker -Q gpu`` name the logical queue; the
+        namespace prefix keeps two deployments on one Redis from taking each other's tasks.
+        """
+        return f"{self.ns}.{queue or DEFAULT_QUEUE}"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.celery_app import make_celery_app
 from aethergraph.execution.celery_worker import WorkerRuntime, load_bootstrap, load_tools
-from aethergraph.keys import DEFAULT_QUEUE
+from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.settings import get_settings
 
 POOLS = ("prefork", "threads", "solo")
@@ -56,7 +56,8 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
     tools = load_tools(modules)
     if not tools:
         raise ConfigurationError(f"no @tool found in {modules}")
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    keys = Keys(settings.namespace)
+    queues = [keys.tool_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
     concurrency = args.concurrency or os.cpu_count() or 1
     app = make_celery_app(settings)
     WorkerRuntime(

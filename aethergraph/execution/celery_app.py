@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 
 from aethergraph.errors import ConfigurationError
-from aethergraph.keys import DEFAULT_QUEUE
+from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.settings import Settings, get_settings
 
 APP_NAME = "aethergraph"
@@ -54,7 +54,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": transport["visibility_timeout"]},
         "result_expires": int(settings.result_ttl),
-        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_queue": Keys(settings.namespace).tool_queue(DEFAULT_QUEUE),
         "task_ignore_result": True,
         "worker_send_task_events": True,
         "task_send_sent_event": False,
