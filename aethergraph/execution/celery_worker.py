@@ -32,7 +32,7 @@ import redis
 from celery import Celery, signals
 
 from aethergraph import codec, runtime_loop
-from aethergraph.errors import ConfigurationError, qualified_name
+from aethergraph.errors import ConfigurationError, NodeTimeoutError, qualified_name
 from aethergraph.execution.base import NodeFailure, NodeJob, NodeOutcome
 from aethergraph.execution.invoke import failure_from, invoke_async, invoke_sync
 from aethergraph.execution.wire import META, outcome_message
@@ -195,6 +195,11 @@ class WorkerRuntime:
             meta.get("timeout"),
         )
         outcome = runtime_loop.run_sync(invoke_async(job)) if spec.is_async else invoke_sync(job)
+        if outcome.failure is not None and outcome.failure.exc_type.endswith(
+            "SoftTimeLimitExceeded"
+        ):  # Celery's soft limit is how a sync tool's timeout fires on prefork: say so
+            timeout = NodeTimeoutError(f"tool {spec.name!r} exceeded its timeout of {job.timeout}s")
+            outcome = NodeOutcome(failure=failure_from(timeout))
         self._push(task_id, meta, outcome)
 
     def _push(self, task_id: str, meta: dict[str, Any], outcome: NodeOutcome) -> None:
