@@ -1,4 +1,4 @@
-"""The ``aethergraph`` command line: ``demo`` and ``run``."""
+"""The ``aethergraph`` command line: ``demo``, ``run`` and ``worker``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from aethergraph.errors import AetherGraphError, ConfigurationError
 from aethergraph.graph.task_graph import TaskGraph
+from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
 from aethergraph.settings import get_settings
@@ -26,6 +27,7 @@ def _load_graph(target: str) -> tuple[GraphFunction, str]:
             f"expected MODULE_OR_FILE:GRAPH (e.g. examples/quickstart.py:stats), got {target!r}"
         )
     where, name = target.rsplit(":", 1)
+    tools_before = len(current_registry().list("tool"))
     if where.endswith(".py") or Path(where).is_file():
         path = Path(where).resolve()
         if not path.is_file():
@@ -42,6 +44,8 @@ def _load_graph(target: str) -> tuple[GraphFunction, str]:
     if not isinstance(obj, GraphFunction):
         raise ConfigurationError(f"{where} has no @graph_fn named {name!r}")
     tools = str(Path(where).resolve()) if where.endswith(".py") else where
+    if len(current_registry().list("tool")) == tools_before:
+        tools = ""  # the target defines no tools: nothing for workers to serve
     return obj, tools
 
 
@@ -82,7 +86,9 @@ class _Progress:
 
 def _execute(gf: GraphFunction, inputs: dict[str, Any], tools: str, args: Any) -> int:
     """Run in-process (--local), on the configured broker, or on a fresh LocalCluster."""
-    if args.local:
+    if args.local or not tools:
+        if not args.local:
+            print("no @tool in the target: running in-process", file=sys.stderr)
         return _run_and_print(gf, inputs, "local", args)
     if get_settings().broker_url:
         return _run_and_print(gf, inputs, "celery", args)

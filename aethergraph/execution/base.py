@@ -68,7 +68,7 @@ class NodeJob:
 class NodeFailure:
     """Why an attempt failed, in a form that can cross processes."""
 
-    __slots__ = ("exc_type", "message", "original", "traceback")
+    __slots__ = ("exc_type", "message", "original", "retryable", "traceback")
 
     def __init__(
         self,
@@ -76,11 +76,15 @@ class NodeFailure:
         message: str,
         traceback: str = "",
         original: BaseException | None = None,
+        *,
+        retryable: bool = True,
     ) -> None:
         self.exc_type = exc_type
         self.message = message
         self.traceback = traceback
         self.original = original
+        #: False for failures a retry cannot fix (an argument that cannot be encoded)
+        self.retryable = retryable
 
     def to_dict(self) -> dict[str, str]:
         return {"exc_type": self.exc_type, "message": self.message, "traceback": self.traceback}

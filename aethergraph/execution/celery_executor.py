@@ -35,7 +35,7 @@ from aethergraph.errors import ConfigurationError, NodeTimeoutError
 from aethergraph.execution.base import DoneCallback, Executor, NodeFailure, NodeJob, NodeOutcome
 from aethergraph.execution.invoke import failure_from
 from aethergraph.execution.wire import META, short_repr, task_envelope
-from aethergraph.keys import Keys
+from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.services.builtins.channel import ChannelMessage
 from aethergraph.services.node_logger import node_logger
 from aethergraph.services.runtime.registry import BuiltinBackends, current_services
@@ -128,8 +128,9 @@ class CeleryExecutor(Executor):
         for task in (self._listener, self._dispatcher):
             if task is not None:
                 task.cancel()
-        if self._subscriber is not None:
-            await self._subscriber.close()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.close()
         for client in (self._redis, self._blocking):
             if client is not None:
                 await client.aclose()
@@ -178,7 +179,7 @@ class CeleryExecutor(Executor):
         return job.tool.name in self._served.get(queue, ())
 
     def _no_worker(self, job: NodeJob, on_done: DoneCallback) -> None:
-        queue = self.keys.tool_queue(job.tool.policy.queue)
+        queue = job.tool.policy.queue or DEFAULT_QUEUE
         exc = ConfigurationError(
             f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
             f"{self.settings.worker_wait:g}s); start one with: aethergraph worker --tools "
@@ -208,7 +209,6 @@ class CeleryExecutor(Executor):
         store = current_services().builtins.artifacts
         threshold = self.settings.offload_threshold
         pipe = self._redis.pipeline(transaction=False)
-        loop = asyncio.get_running_loop()
         sent: list[tuple[str, _Pending]] = []
         for job, on_done in batch:
             if job.executor_state == "cancelled":
@@ -217,8 +217,10 @@ class CeleryExecutor(Executor):
                 kwargs = codec.encode(job.args, where=f"node {job.node_id!r} argument")
                 if codec.needs_offload(kwargs, threshold):
                     kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
-            except Exception as exc:
-                on_done(job, NodeOutcome(failure=failure_from(exc)))
+            except Exception as exc:  # fails this node at submit time; retrying cannot help
+                failure = failure_from(exc)
+                failure.retryable = False
+                on_done(job, NodeOutcome(failure=failure))
                 continue
             task_id = uuid.uuid4().hex
             kwargs[META] = {
@@ -237,15 +239,14 @@ class CeleryExecutor(Executor):
                 kwargs=kwargs,
                 queue=queue,
                 time_limit=timeout + TIMEOUT_GRACE if timeout else None,
-                soft_time_limit=timeout,
+                # async tools time themselves out; Celery's soft limit is the fallback
+                soft_time_limit=timeout + 1 if timeout and job.tool.is_async else timeout,
                 kwargs_repr=short_repr(kwargs),
             )
             pipe.lpush(queue, envelope)
             self.stats["published"] += 1
             self.stats["published_bytes"] += len(envelope)
             pending = _Pending(job, on_done)
-            if timeout:
-                pending.timer = loop.call_later(timeout + TIMEOUT_GRACE, self._time_out, task_id)
             job.executor_state = task_id
             sent.append((task_id, pending))
             await self._follow(job.run_id)
@@ -289,6 +290,13 @@ class CeleryExecutor(Executor):
             message = json.loads(raw)
         except ValueError:
             log.warning("dropping malformed result message %r", raw[:200])
+            return
+        if message.get("started"):  # a tool with a timeout began: arm the backstop now
+            started = self._pending.get(message.get("task_id", ""))
+            if started is not None and started.job.timeout and started.timer is None:
+                started.timer = asyncio.get_running_loop().call_later(
+                    started.job.timeout + TIMEOUT_GRACE, self._time_out, message["task_id"]
+                )
             return
         pending = self._pending.pop(message.get("task_id", ""), None)
         if pending is None:
@@ -372,7 +380,16 @@ class CeleryExecutor(Executor):
         if run_id not in self._followed and run_id in self._subscribed:
             self._subscribed.discard(run_id)
             if self._subscriber is not None:
-                asyncio.get_running_loop().create_task(self._subscriber.remove_run(run_id))
+                asyncio.get_running_loop().create_task(self._unsubscribe(run_id))
+
+    async def _unsubscribe(self, run_id: str) -> None:
+        subscriber = self._subscriber
+        if subscriber is None:
+            return
+        try:
+            await subscriber.remove_run(run_id)
+        except Exception:  # closed meanwhile: nothing left to stop
+            pass
 
     async def _on_remote_message(self, message: ChannelMessage) -> None:
         if message.kind == "log":

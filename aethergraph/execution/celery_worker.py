@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery.exceptions import SoftTimeLimitExceeded
 
 from aethergraph import codec, runtime_loop
 from aethergraph.errors import ConfigurationError, NodeTimeoutError, qualified_name
@@ -90,7 +91,13 @@ def load_bootstrap(spec: str | None) -> Callable[[], Any] | None:
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
         raise ConfigurationError(f"--services expects MODULE:FUNC, got {spec!r}")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--services {spec}: cannot import {module_name!r} ({exc}); run the worker where "
+            "that module is importable"
+        ) from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigurationError(f"--services {spec}: {func_name!r} is not a function")
@@ -185,6 +192,9 @@ class WorkerRuntime:
         except Exception as exc:
             self._push(task_id, meta, NodeOutcome(failure=failure_from(exc)))
             return
+        if meta.get("timeout"):  # the client's backstop clock starts now, not at publish
+            started = json.dumps({"task_id": task_id, "started": True})
+            self.redis().rpush(self.keys.client_results(str(meta["client"])), started)
         job = NodeJob(
             str(meta["run_id"]),
             str(meta["graph_id"]),
@@ -194,7 +204,12 @@ class WorkerRuntime:
             int(meta.get("attempt", 1)),
             meta.get("timeout"),
         )
-        outcome = runtime_loop.run_sync(invoke_async(job)) if spec.is_async else invoke_sync(job)
+        try:
+            outcome = (
+                runtime_loop.run_sync(invoke_async(job)) if spec.is_async else invoke_sync(job)
+            )
+        except SoftTimeLimitExceeded:  # fired while waiting for an async tool: report it
+            outcome = NodeOutcome(failure=failure_from(SoftTimeLimitExceeded()))
         if outcome.failure is not None and outcome.failure.exc_type.endswith(
             "SoftTimeLimitExceeded"
         ):  # Celery's soft limit is how a sync tool's timeout fires on prefork: say so

@@ -296,7 +296,7 @@ class RunScheduler(Waitable):
 
     def _on_failure(self, state: NodeState, job: NodeJob, failure: NodeFailure) -> None:
         policy = state.tool.policy
-        if job.attempt <= policy.retries and not self._cancelled:
+        if job.attempt <= policy.retries and failure.retryable and not self._cancelled:
             delay = policy.backoff_delay(job.attempt)
             state.node.status = NodeStatus.PENDING
             if self._listeners or GLOBAL_BUS.listeners:
