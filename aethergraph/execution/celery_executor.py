@@ -328,7 +328,7 @@ class CeleryExecutor(Executor):
         if pending is None:
             return
         job = pending.job
-        self._revoke([task_id])
+        self._revoke(task_id, job)
         self._unfollow(job.run_id)
         exc = NodeTimeoutError(f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s")
         pending.on_done(job, NodeOutcome(failure=failure_from(exc)))
@@ -344,18 +344,19 @@ class CeleryExecutor(Executor):
             if pending.timer is not None:
                 pending.timer.cancel()
             self._unfollow(job.run_id)
-        self._revoke([task_id])
+        self._revoke(task_id, job)
 
-    def _revoke(self, task_ids: list[str]) -> None:
-        """Revoke (and terminate, where running) tasks: queued ones are dropped on receipt."""
+    def _revoke(self, task_id: str, job: NodeJob) -> None:
+        """Stop a task: dropped if still queued; if running on a prefork pool, its pool process
+        is terminated (SIGTERM) and replaced, so the tool's ``finally`` blocks do not run.
+        (Thread and solo pools cannot interrupt a running task; it finishes, outcome ignored.)"""
         if self._app is None:
             from aethergraph.execution.celery_app import make_celery_app
 
             self._app = make_celery_app(self.settings)
         app = self._app
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(
-            None, lambda: app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
+        asyncio.get_running_loop().run_in_executor(
+            None, lambda: app.control.revoke([task_id], terminate=True, signal="SIGTERM")
         )
 
     # -- live messages from workers ------------------------------------------------------

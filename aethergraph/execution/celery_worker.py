@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import importlib.util
 import json
@@ -157,6 +158,7 @@ class WorkerRuntime:
         self._redis: redis.Redis | None = None
         self._services_ready = False
         self._heartbeat_stop = threading.Event()
+        self._running: dict[str, concurrent.futures.Future[NodeOutcome]] = {}
         for spec in tools.values():
             self._register_task(spec)
         self._connect_signals()
@@ -205,10 +207,12 @@ class WorkerRuntime:
             meta.get("timeout"),
         )
         try:
-            outcome = (
-                runtime_loop.run_sync(invoke_async(job)) if spec.is_async else invoke_sync(job)
-            )
-        except SoftTimeLimitExceeded:  # fired while waiting for an async tool: report it
+            outcome = self._run_async(task_id, job) if spec.is_async else invoke_sync(job)
+        except SoftTimeLimitExceeded:
+            # The soft-limit signal reached this process while it waited for an async tool: its
+            # timeout, or the client revoking the task (cancellation). Cancel the coroutine so
+            # its ``finally`` blocks run, and report a timeout (a cancelled node ignores it).
+            self._cancel_running(task_id)
             outcome = NodeOutcome(failure=failure_from(SoftTimeLimitExceeded()))
         if outcome.failure is not None and outcome.failure.exc_type.endswith(
             "SoftTimeLimitExceeded"
@@ -216,6 +220,23 @@ class WorkerRuntime:
             timeout = NodeTimeoutError(f"tool {spec.name!r} exceeded its timeout of {job.timeout}s")
             outcome = NodeOutcome(failure=failure_from(timeout))
         self._push(task_id, meta, outcome)
+
+    def _cancel_running(self, task_id: str) -> None:
+        future = self._running.get(task_id)
+        if future is not None and future.cancel():
+            try:
+                future.result(timeout=10)
+            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+                pass
+
+    def _run_async(self, task_id: str, job: NodeJob) -> NodeOutcome:
+        """Run an async tool on this process's runtime loop, cancellable by task id."""
+        future = runtime_loop.submit(invoke_async(job))
+        self._running[task_id] = future
+        try:
+            return future.result()
+        finally:
+            self._running.pop(task_id, None)
 
     def _push(self, task_id: str, meta: dict[str, Any], outcome: NodeOutcome) -> None:
         failure = outcome.failure.to_dict() if outcome.failure is not None else None
