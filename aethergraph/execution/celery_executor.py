@@ -347,16 +347,17 @@ class CeleryExecutor(Executor):
         self._revoke(task_id, job)
 
     def _revoke(self, task_id: str, job: NodeJob) -> None:
-        """Stop a task: dropped if still queued; if running on a prefork pool, its pool process
-        is terminated (SIGTERM) and replaced, so the tool's ``finally`` blocks do not run.
-        (Thread and solo pools cannot interrupt a running task; it finishes, outcome ignored.)"""
+        """Stop a task: dropped if still queued; if running on a prefork pool, its process gets
+        the soft-limit signal, which raises inside a sync tool and cancels an async one — either
+        way the tool's ``finally`` blocks run and the worker process lives on. (Thread and solo
+        pools cannot interrupt a running task; it finishes and its outcome is ignored.)"""
         if self._app is None:
             from aethergraph.execution.celery_app import make_celery_app
 
             self._app = make_celery_app(self.settings)
         app = self._app
         asyncio.get_running_loop().run_in_executor(
-            None, lambda: app.control.revoke([task_id], terminate=True, signal="SIGTERM")
+            None, lambda: app.control.revoke([task_id], terminate=True, signal="SIGUSR1")
         )
 
     # -- live messages from workers ------------------------------------------------------

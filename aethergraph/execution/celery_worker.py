@@ -158,7 +158,6 @@ class WorkerRuntime:
         self._redis: redis.Redis | None = None
         self._services_ready = False
         self._heartbeat_stop = threading.Event()
-        self._running: dict[str, concurrent.futures.Future[NodeOutcome]] = {}
         for spec in tools.values():
             self._register_task(spec)
         self._connect_signals()
@@ -207,12 +206,10 @@ class WorkerRuntime:
             meta.get("timeout"),
         )
         try:
-            outcome = self._run_async(task_id, job) if spec.is_async else invoke_sync(job)
+            outcome = self._run_async(job) if spec.is_async else invoke_sync(job)
         except SoftTimeLimitExceeded:
             # The soft-limit signal reached this process while it waited for an async tool: its
-            # timeout, or the client revoking the task (cancellation). Cancel the coroutine so
-            # its ``finally`` blocks run, and report a timeout (a cancelled node ignores it).
-            self._cancel_running(task_id)
+            # timeout, or the client revoking the task (cancellation; the outcome is ignored).
             outcome = NodeOutcome(failure=failure_from(SoftTimeLimitExceeded()))
         if outcome.failure is not None and outcome.failure.exc_type.endswith(
             "SoftTimeLimitExceeded"
@@ -221,22 +218,23 @@ class WorkerRuntime:
             outcome = NodeOutcome(failure=failure_from(timeout))
         self._push(task_id, meta, outcome)
 
-    def _cancel_running(self, task_id: str) -> None:
-        future = self._running.get(task_id)
-        if future is not None and future.cancel():
-            try:
-                future.result(timeout=10)
-            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
-                pass
+    def _run_async(self, job: NodeJob) -> NodeOutcome:
+        """Run an async tool on this process's runtime loop.
 
-    def _run_async(self, task_id: str, job: NodeJob) -> NodeOutcome:
-        """Run an async tool on this process's runtime loop, cancellable by task id."""
+        If the soft-limit signal interrupts the wait (the tool's timeout, or the client
+        revoking the task to cancel it), the coroutine is cancelled so its ``finally`` blocks
+        run, and the signal's exception goes on to the caller.
+        """
         future = runtime_loop.submit(invoke_async(job))
-        self._running[task_id] = future
         try:
             return future.result()
-        finally:
-            self._running.pop(task_id, None)
+        except SoftTimeLimitExceeded:
+            if future.cancel():
+                try:
+                    future.result(timeout=10)
+                except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+                    pass
+            raise
 
     def _push(self, task_id: str, meta: dict[str, Any], outcome: NodeOutcome) -> None:
         failure = outcome.failure.to_dict() if outcome.failure is not None else None

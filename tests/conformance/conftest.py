@@ -85,24 +85,3 @@ def coord(coordination_url: str, redis_namespace: str) -> Iterator[Coordination]
         yield c
     finally:
         c.close()
-
-
-# Known gap: cancelling a running *async* tool on Celery's prefork pool terminates its pool
-# process (revoke with SIGTERM), so the tool's ``finally`` blocks do not run. The status and the
-# RunCancelledError are right; only the in-place cancellation is missing. strict=True turns the
-# marker into a failure as soon as the gap is closed.
-KNOWN_GAPS = {
-    "test_cancel_a_submitted_run[celery]",
-    "test_cancelling_the_awaiting_task_cancels_the_run[celery]",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.name in KNOWN_GAPS:
-            item.add_marker(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="Celery prefork: cancelling a running async tool kills its process",
-                )
-            )

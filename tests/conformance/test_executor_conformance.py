@@ -289,9 +289,8 @@ def test_timeout_sync_tool(executor: Executor, coord: Coordination) -> None:
 
 
 def test_cancel_a_submitted_run(executor: Executor, coord: Coordination) -> None:
-    # Documented: running async tools are cancelled, so the tool's ``finally`` signals "stopped".
-    # Celery today revokes with terminate=True (SIGTERM): the pool process dies, the ``finally``
-    # never runs, and this test fails there (a library gap, not a test problem).
+    # Documented: running async tools are cancelled, so the tool's ``finally`` signals "stopped"
+    # (on Celery through the soft-limit signal sent with the revoke; the worker process lives on).
     started, stopped, release = coord.key("started"), coord.key("stopped"), coord.key("release")
     traced = threading.Event()  # set by the graph body, which runs in this process
 
@@ -320,7 +319,7 @@ def test_cancel_a_submitted_run(executor: Executor, coord: Coordination) -> None
 def test_cancelling_the_awaiting_task_cancels_the_run(
     executor: Executor, coord: Coordination
 ) -> None:
-    # Same expectation (and the same Celery gap) as test_cancel_a_submitted_run.
+    # Same expectation as test_cancel_a_submitted_run.
     started, stopped, release = coord.key("started"), coord.key("stopped"), coord.key("release")
 
     @graph_fn(name="cf_cancel_task", outputs=["y"])
