@@ -29,3 +29,7 @@ def test_bench_quick_produces_every_row(tmp_path: Path) -> None:
         assert row["cpu_us_per_node"] > 0
         assert row["wall_s"]["min"] <= row["wall_s"]["median"] <= row["wall_s"]["max"]
     assert "nodes/s" in proc.stdout
+    dist = json.loads((tmp_path / "distributed-quick.json").read_text())
+    assert dist["rows"], "the distributed section produced no rows"
+    for row in dist["rows"]:
+        assert row["value"]["median"] > 0, row
