@@ -129,3 +129,9 @@ def setup_services() -> None:
     from aethergraph import register_context_service
 
     register_context_service("counter", Counter())
+
+
+@tool(outputs=["pid"], queue="special")
+def d_special() -> dict[str, Any]:
+    """Routed to the ``special`` queue: only a pool started with ``-Q special`` runs it."""
+    return {"pid": os.getpid()}
