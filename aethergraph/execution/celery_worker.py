@@ -386,22 +386,15 @@ class WorkerRuntime:
             meta = kwargs.get(META) if isinstance(kwargs, dict) else None
             if not isinstance(meta, dict) or "client" not in meta:
                 return
-            failure = {
-                "exc_type": qualified_name(ConfigurationError()),
-                "message": f"worker {self.worker_id} does not serve tool {name!r} "
-                f"(it serves {sorted(self.tools)}); start workers for this queue with "
+            failure = NodeFailure(
+                qualified_name(ConfigurationError()),
+                f"worker {self.worker_id} does not serve tool {name!r} (it serves "
+                f"{sorted(self.tools)}); start workers for this queue with "
                 f"--tools <module defining {name}>",
-                "traceback": "",
-            }
-            self._push(task_id, meta, _failed(failure))
+            )
+            self._push(task_id, meta, NodeOutcome(failure=failure))
         except Exception:
             log.exception("could not report unknown task %s", name)
-
-
-def _failed(failure: dict[str, str]) -> NodeOutcome:
-    return NodeOutcome(
-        failure=NodeFailure(failure["exc_type"], failure["message"], failure["traceback"])
-    )
 
 
 async def _publish(channel: Any, message: ChannelMessage) -> None:

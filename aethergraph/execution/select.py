@@ -11,7 +11,7 @@ from aethergraph.settings import get_settings
 
 _lock = threading.Lock()
 _shared: dict[str, Executor] = {}
-_started: set[int] = set()
+_running: list[Executor] = []  # executors this process started, oldest first
 
 
 def _make(name: str) -> Executor:
@@ -45,36 +45,29 @@ def resolve_executor(executor: Executor | str | None) -> Executor:
 
 
 def needs_start(executor: Executor) -> bool:
-    return id(executor) not in _started
+    return not any(started is executor for started in _running)
 
 
 async def ensure_started(executor: Executor) -> None:
     """Start an executor once (on the runtime loop)."""
-    if id(executor) in _started:
-        return
-    await executor.start()
-    _started.add(id(executor))
-    _running.append(executor)
-
-
-_running: list[Executor] = []
+    if needs_start(executor):
+        await executor.start()
+        _running.append(executor)
 
 
 async def close_executor(executor: Executor) -> None:
     """Close an executor started by a run (it is started again if used again)."""
-    if id(executor) in _started:
-        _started.discard(id(executor))
-        if executor in _running:
-            _running.remove(executor)
-        await executor.close()
+    for index, started in enumerate(_running):
+        if started is executor:
+            del _running[index]
+            await executor.close()
+            return
 
 
 async def _close_executors() -> None:
     """At exit: close every executor this process started (most recent first)."""
     while _running:
-        executor = _running.pop()
-        _started.discard(id(executor))
-        await executor.close()
+        await _running.pop().close()
 
 
 runtime_loop.add_shutdown_hook(_close_executors)

@@ -18,7 +18,7 @@ from aethergraph.context import NodeContext, reset_context, set_context
 from aethergraph.errors import OutputContractError, RunCancelledError
 from aethergraph.execution.base import Executor
 from aethergraph.execution.select import ensure_started, needs_start, resolve_executor
-from aethergraph.graph.refs import RefBase, substitute
+from aethergraph.graph.refs import RefBase, collect_refs, substitute
 from aethergraph.graph.task_graph import TaskGraph
 from aethergraph.scheduling import gc_pacing
 from aethergraph.scheduling.events import Listener
@@ -104,8 +104,6 @@ async def _call_body(gf: GraphFunction, bound: dict[str, Any], ctx: NodeContext)
 
 async def _wait_refs(value: Any) -> None:
     refs: list[RefBase] = []
-    from aethergraph.graph.refs import collect_refs
-
     collect_refs(value, refs)
     for ref in refs:
         if isinstance(ref, _Bound) and not ref._state.is_finished:
