@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a node waits for a live worker serving its tool before failing.",
     )
+    max_pack: int = Field(
+        default=64,
+        ge=1,
+        description="Most nodes of one tool sent in one Celery message when many are ready at "
+        "once (1: one message per node).",
+    )
     artifacts_backend: Literal["auto", "filesystem", "redis"] = Field(
         default="auto",
         description="Artifact store: 'auto' is Redis when distributed, the filesystem otherwise.",

@@ -83,6 +83,9 @@ class CeleryExecutor(Executor):
         self._dispatcher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._served: dict[str, set[str]] = {}
+        self._slots: dict[str, int] = {}  # live worker processes (pool slots) per queue
+        self._packs: dict[str, set[str]] = {}  # pack id -> its nodes still awaited
+        self._revoking: list[str] = []  # task ids to revoke at the end of this loop iteration
         self._served_at = 0.0
         self._subscriber: Any = None
         self._followed: dict[str, int] = {}
@@ -190,66 +193,57 @@ class CeleryExecutor(Executor):
     async def _refresh_workers(self) -> None:
         assert self._redis is not None
         served: dict[str, set[str]] = {}
+        slots: dict[str, int] = {}
         keys = [key async for key in self._redis.scan_iter(match=self.keys.workers_pattern())]
         if keys:
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(key, "tools", "queues")
-            for tools_raw, queues_raw in await pipe.execute():
+                pipe.hmget(key, "tools", "queues", "concurrency")
+            for tools_raw, queues_raw, concurrency in await pipe.execute():
                 if tools_raw is None or queues_raw is None:
                     continue
                 tools = set(json.loads(tools_raw))
                 for queue in json.loads(queues_raw):
                     served.setdefault(queue, set()).update(tools)
+                    slots[queue] = slots.get(queue, 0) + int(concurrency or 1)
         self._served = served
+        self._slots = slots
         self._served_at = time.monotonic()
 
     async def _publish(self, batch: list[tuple[NodeJob, DoneCallback]]) -> None:
+        """Encode and send a batch of ready nodes in one pipelined round trip.
+
+        Many ready nodes of one tool (a fan-out) are *packed*: up to ``max_pack`` of them travel
+        in one Celery message and the worker runs them one after another, so Celery's fixed
+        per-message cost (broker round trips, acks, events, pool hand-off) is paid once per pack
+        instead of once per node. Packs are made only when there are at least four per live
+        worker slot, so every slot still gets work; nodes with a timeout are never packed (a
+        timeout is a per-message limit).
+        """
         assert self._redis is not None
-        store = current_services().builtins.artifacts
-        threshold = self.settings.offload_threshold
         pipe = self._redis.pipeline(transaction=False)
         sent: list[tuple[str, _Pending]] = []
+        packable: dict[tuple[str, str], list[tuple[NodeJob, DoneCallback, dict[str, Any]]]] = {}
         for job, on_done in batch:
             if job.executor_state == "cancelled":
                 continue
-            try:
-                kwargs = codec.encode(job.args, where=f"node {job.node_id!r} argument")
-                if codec.needs_offload(kwargs, threshold):
-                    kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
-            except Exception as exc:  # fails this node at submit time; retrying cannot help
-                failure = failure_from(exc)
-                failure.retryable = False
-                on_done(job, NodeOutcome(failure=failure))
+            kwargs = await self._encode(job, on_done)
+            if kwargs is None:
                 continue
-            task_id = uuid.uuid4().hex
-            kwargs[META] = {
-                "client": self.client_id,
-                "run_id": job.run_id,
-                "graph_id": job.graph_id,
-                "node_id": job.node_id,
-                "attempt": job.attempt,
-                "timeout": job.timeout,
-            }
-            queue = self.keys.tool_queue(job.tool.policy.queue)
-            timeout = job.timeout
-            envelope = task_envelope(
-                task_id=task_id,
-                task_name=job.tool.name,
-                kwargs=kwargs,
-                queue=queue,
-                time_limit=timeout + TIMEOUT_GRACE if timeout else None,
-                # async tools time themselves out; Celery's soft limit is the fallback
-                soft_time_limit=timeout + 1 if timeout and job.tool.is_async else timeout,
-                kwargs_repr=short_repr(kwargs),
-            )
-            pipe.lpush(queue, envelope)
-            self.stats["published"] += 1
-            self.stats["published_bytes"] += len(envelope)
-            pending = _Pending(job, on_done)
-            job.executor_state = task_id
-            sent.append((task_id, pending))
             await self._follow(job.run_id)
+            queue = self.keys.tool_queue(job.tool.policy.queue)
+            if job.timeout is None:
+                packable.setdefault((job.tool.name, queue), []).append((job, on_done, kwargs))
+            else:
+                self._add_task(pipe, sent, job, on_done, kwargs, queue)
+        for (tool_name, queue), entries in packable.items():
+            size = self._pack_size(queue, len(entries))
+            if size < 2:
+                for job, on_done, kwargs in entries:
+                    self._add_task(pipe, sent, job, on_done, kwargs, queue)
+                continue
+            for start in range(0, len(entries), size):
+                self._add_pack(pipe, sent, tool_name, entries[start : start + size], queue)
         for task_id, pending in sent:
             self._pending[task_id] = pending
         if sent:
@@ -259,6 +253,114 @@ class CeleryExecutor(Executor):
                 for task_id, pending in sent:
                     self._pending.pop(task_id, None)
                     pending.on_done(pending.job, NodeOutcome(failure=failure_from(exc)))
+
+    async def _encode(self, job: NodeJob, on_done: DoneCallback) -> dict[str, Any] | None:
+        """The node's arguments as wire JSON (large values offloaded); None if it failed."""
+        threshold = self.settings.offload_threshold
+        try:
+            kwargs: dict[str, Any] = codec.encode(job.args, where=f"node {job.node_id!r} argument")
+            if codec.needs_offload(kwargs, threshold):
+                store = current_services().builtins.artifacts
+                kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
+            return kwargs
+        except Exception as exc:  # fails this node at submit time; retrying cannot help
+            failure = failure_from(exc)
+            failure.retryable = False
+            on_done(job, NodeOutcome(failure=failure))
+            return None
+
+    def _node_meta(self, job: NodeJob) -> dict[str, Any]:
+        return {
+            "run_id": job.run_id,
+            "graph_id": job.graph_id,
+            "node_id": job.node_id,
+            "attempt": job.attempt,
+            "timeout": job.timeout,
+        }
+
+    def _add_task(
+        self,
+        pipe: Any,
+        sent: list[tuple[str, _Pending]],
+        job: NodeJob,
+        on_done: DoneCallback,
+        kwargs: dict[str, Any],
+        queue: str,
+    ) -> None:
+        """One node, one Celery message (with the tool's time limits)."""
+        task_id = uuid.uuid4().hex
+        kwargs[META] = {"client": self.client_id, **self._node_meta(job)}
+        timeout = job.timeout
+        envelope = task_envelope(
+            task_id=task_id,
+            task_name=job.tool.name,
+            kwargs=kwargs,
+            queue=queue,
+            time_limit=timeout + TIMEOUT_GRACE if timeout else None,
+            # async tools time themselves out; Celery's soft limit is the fallback
+            soft_time_limit=timeout + 1 if timeout and job.tool.is_async else timeout,
+            kwargs_repr=short_repr(kwargs),
+        )
+        self._queue_envelope(pipe, queue, envelope)
+        job.executor_state = task_id
+        sent.append((task_id, _Pending(job, on_done)))
+
+    def _add_pack(
+        self,
+        pipe: Any,
+        sent: list[tuple[str, _Pending]],
+        tool_name: str,
+        entries: list[tuple[NodeJob, DoneCallback, dict[str, Any]]],
+        queue: str,
+    ) -> None:
+        """Several nodes of one tool, one Celery message; each node keeps its own outcome id
+        (``<pack id>.<index>``), so results, retries and events stay per node."""
+        pack_id = uuid.uuid4().hex
+        nodes = []
+        for index, (job, on_done, kwargs) in enumerate(entries):
+            node_key = f"{pack_id}.{index}"
+            nodes.append({"id": node_key, **self._node_meta(job), "args": kwargs})
+            job.executor_state = node_key
+            sent.append((node_key, _Pending(job, on_done)))
+        self._packs[pack_id] = {node["id"] for node in nodes}
+        envelope = task_envelope(
+            task_id=pack_id,
+            task_name=tool_name,
+            kwargs={META: {"client": self.client_id, "pack": nodes}},
+            queue=queue,
+            time_limit=None,
+            soft_time_limit=None,
+            kwargs_repr=f"<{len(nodes)} nodes: "
+            + ", ".join(n["node_id"] for n in nodes[:3])
+            + (", ...>" if len(nodes) > 3 else ">"),
+        )
+        self._queue_envelope(pipe, queue, envelope)
+
+    def _queue_envelope(self, pipe: Any, queue: str, envelope: str) -> None:
+        pipe.lpush(queue, envelope)
+        self.stats["published"] += 1
+        self.stats["published_bytes"] += len(envelope)
+
+    def _pack_size(self, queue: str, ready: int) -> int:
+        """Nodes per message for ``ready`` nodes of one tool: at least 4 messages per slot."""
+        if self.settings.max_pack < 2:
+            return 1
+        slots = max(1, self._slots.get(queue, 1))
+        return min(self.settings.max_pack, ready // (4 * slots))
+
+    def _settled(self, node_key: str) -> str | None:
+        """Forget a packed node; return its pack's id once no node of the pack is wanted."""
+        pack_id, dot, _ = node_key.partition(".")
+        if not dot:
+            return None
+        live = self._packs.get(pack_id)
+        if live is None:
+            return None
+        live.discard(node_key)
+        if live:
+            return None
+        del self._packs[pack_id]
+        return pack_id
 
     # -- results -----------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -298,9 +400,11 @@ class CeleryExecutor(Executor):
                     started.job.timeout + TIMEOUT_GRACE, self._time_out, message["task_id"]
                 )
             return
-        pending = self._pending.pop(message.get("task_id", ""), None)
+        task_id = message.get("task_id", "")
+        pending = self._pending.pop(task_id, None)
         if pending is None:
             return  # an attempt we gave up on (cancelled, timed out)
+        self._settled(task_id)
         if pending.timer is not None:
             pending.timer.cancel()
         job = pending.job
@@ -344,20 +448,37 @@ class CeleryExecutor(Executor):
             if pending.timer is not None:
                 pending.timer.cancel()
             self._unfollow(job.run_id)
-        self._revoke(task_id, job)
+        if "." not in task_id:
+            self._revoke(task_id, job)
+            return
+        # a packed node: the message is stopped once none of its nodes is wanted any more
+        # (until then a cancelled node may still run; its outcome is ignored)
+        pack_id = self._settled(task_id)
+        if pack_id is not None:
+            self._revoke(pack_id, job)
 
     def _revoke(self, task_id: str, job: NodeJob) -> None:
         """Stop a task: dropped if still queued; if running on a prefork pool, its process gets
         the soft-limit signal, which raises inside a sync tool and cancels an async one — either
         way the tool's ``finally`` blocks run and the worker process lives on. (Thread and solo
-        pools cannot interrupt a running task; it finishes and its outcome is ignored.)"""
+        pools cannot interrupt a running task; it finishes and its outcome is ignored.)
+
+        Revokes requested in one loop iteration (a whole run being cancelled) go out as one
+        broadcast, so a slot freed by stopping one task cannot pick up another one that is
+        about to be revoked."""
+        if not self._revoking:
+            asyncio.get_running_loop().call_soon(self._send_revokes)
+        self._revoking.append(task_id)
+
+    def _send_revokes(self) -> None:
+        ids, self._revoking = self._revoking, []
         if self._app is None:
             from aethergraph.execution.celery_app import make_celery_app
 
             self._app = make_celery_app(self.settings)
         app = self._app
         asyncio.get_running_loop().run_in_executor(
-            None, lambda: app.control.revoke([task_id], terminate=True, signal="SIGUSR1")
+            None, lambda: app.control.revoke(ids, terminate=True, signal="SIGUSR1")
         )
 
     # -- live messages from workers ------------------------------------------------------

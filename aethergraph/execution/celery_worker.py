@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import importlib
 import importlib.util
@@ -50,6 +51,7 @@ log = logging.getLogger("aethergraph.worker")
 
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 6.0
+PACK_FLUSH = 0.02  # seconds between outcome pushes while a pack runs
 
 
 def load_tools(modules: Sequence[str]) -> dict[str, ToolSpec]:
@@ -185,38 +187,74 @@ class WorkerRuntime:
         if not isinstance(meta, dict) or "client" not in meta:
             raise ConfigurationError(f"task {spec.name} received without AetherGraph metadata")
         self.ensure_services()
+        if "pack" in meta:
+            self._execute_pack(spec, str(meta["client"]), meta["pack"])
+            return
         try:
-            args = codec.decode(kwargs)
-            if codec.contains_offloaded(args):
-                store = current_services().builtins.artifacts
-                args = runtime_loop.run_sync(codec.materialize(args, store))
+            args = self._decode(kwargs)
         except Exception as exc:
-            self._push(task_id, meta, NodeOutcome(failure=failure_from(exc)))
+            self._push(
+                str(meta["client"]), [(task_id, meta, NodeOutcome(failure=failure_from(exc)))]
+            )
             return
         if meta.get("timeout"):  # the client's backstop clock starts now, not at publish
             started = json.dumps({"task_id": task_id, "started": True})
             self.redis().rpush(self.keys.client_results(str(meta["client"])), started)
-        job = NodeJob(
-            str(meta["run_id"]),
-            str(meta["graph_id"]),
-            str(meta["node_id"]),
-            spec,
-            args,
-            int(meta.get("attempt", 1)),
-            meta.get("timeout"),
-        )
+        job = _job(spec, meta, args)
         try:
             outcome = self._run_async(job) if spec.is_async else invoke_sync(job)
         except SoftTimeLimitExceeded:
             # The soft-limit signal reached this process while it waited for an async tool: its
             # timeout, or the client revoking the task (cancellation; the outcome is ignored).
             outcome = NodeOutcome(failure=failure_from(SoftTimeLimitExceeded()))
-        if outcome.failure is not None and outcome.failure.exc_type.endswith(
-            "SoftTimeLimitExceeded"
-        ):  # Celery's soft limit is how a sync tool's timeout fires on prefork: say so
+        if _interrupted(outcome):
+            # Celery's soft limit is how a sync tool's timeout fires on prefork: say so
             timeout = NodeTimeoutError(f"tool {spec.name!r} exceeded its timeout of {job.timeout}s")
             outcome = NodeOutcome(failure=failure_from(timeout))
-        self._push(task_id, meta, outcome)
+        self._push(str(meta["client"]), [(task_id, meta, outcome)])
+
+    def _execute_pack(self, spec: ToolSpec, client: str, nodes: list[dict[str, Any]]) -> None:
+        """Run a pack of nodes of one tool (see ``CeleryExecutor._publish``).
+
+        Sync tools run one after another, async tools concurrently on the runtime loop, as
+        separate messages would. Outcomes are pushed in batches, at least every
+        ``PACK_FLUSH`` seconds, so dependents of early nodes need not wait for the whole pack.
+        A soft-limit signal here can only be the client revoking the pack (packed nodes have no
+        timeout): the pack stops.
+        """
+        done: list[tuple[str, dict[str, Any], NodeOutcome]] = []
+        flushed = time.monotonic()
+        jobs: list[tuple[dict[str, Any], NodeJob]] = []
+        for node in nodes:
+            try:
+                jobs.append((node, _job(spec, node, self._decode(node.get("args") or {}))))
+            except Exception as exc:
+                done.append((str(node["id"]), node, NodeOutcome(failure=failure_from(exc))))
+        try:
+            if spec.is_async:
+                outcomes = self._run_async_many([job for _, job in jobs])
+                done.extend((str(n["id"]), n, o) for (n, _), o in zip(jobs, outcomes, strict=True))
+                return
+            for node, job in jobs:
+                outcome = invoke_sync(job)
+                done.append((str(node["id"]), node, outcome))
+                if _interrupted(outcome):
+                    return
+                if time.monotonic() - flushed >= PACK_FLUSH:
+                    self._push(client, done)
+                    done, flushed = [], time.monotonic()
+        except SoftTimeLimitExceeded:
+            return
+        finally:
+            if done:
+                self._push(client, done)
+
+    def _decode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        args = codec.decode(kwargs)
+        if codec.contains_offloaded(args):
+            store = current_services().builtins.artifacts
+            args = runtime_loop.run_sync(codec.materialize(args, store))
+        return dict(args)
 
     def _run_async(self, job: NodeJob) -> NodeOutcome:
         """Run an async tool on this process's runtime loop.
@@ -225,7 +263,10 @@ class WorkerRuntime:
         revoking the task to cancel it), the coroutine is cancelled so its ``finally`` blocks
         run, and the signal's exception goes on to the caller.
         """
-        future = runtime_loop.submit(invoke_async(job))
+        return self._run_async_many([job])[0]
+
+    def _run_async_many(self, jobs: list[NodeJob]) -> list[NodeOutcome]:
+        future = runtime_loop.submit(_gather([invoke_async(job) for job in jobs]))
         try:
             return future.result()
         except SoftTimeLimitExceeded:
@@ -236,7 +277,18 @@ class WorkerRuntime:
                     pass
             raise
 
-    def _push(self, task_id: str, meta: dict[str, Any], outcome: NodeOutcome) -> None:
+    def _push(self, client: str, done: list[tuple[str, dict[str, Any], NodeOutcome]]) -> None:
+        """Push finished attempts to the client's result list, in one round trip."""
+        messages = [
+            self._outcome_message(task_id, meta, outcome) for task_id, meta, outcome in done
+        ]
+        key = self.keys.client_results(client)
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.rpush(key, *messages)
+        pipe.expire(key, int(self.settings.result_ttl))
+        pipe.execute()
+
+    def _outcome_message(self, task_id: str, meta: dict[str, Any], outcome: NodeOutcome) -> str:
         failure = outcome.failure.to_dict() if outcome.failure is not None else None
         outputs = None
         if outcome.outputs is not None:
@@ -251,13 +303,7 @@ class WorkerRuntime:
                     )
             except Exception as exc:
                 failure = failure_from(exc).to_dict()
-        message = outcome_message(task_id=task_id, meta=meta, outputs=outputs, failure=failure)
-        client = self.redis()
-        key = self.keys.client_results(str(meta["client"]))
-        pipe = client.pipeline(transaction=False)
-        pipe.rpush(key, message)
-        pipe.expire(key, int(self.settings.result_ttl))
-        pipe.execute()
+        return outcome_message(task_id=task_id, meta=meta, outputs=outputs, failure=failure)
 
     def redis(self) -> redis.Redis:
         if self._redis is None:
@@ -392,9 +438,33 @@ class WorkerRuntime:
                 f"{sorted(self.tools)}); start workers for this queue with "
                 f"--tools <module defining {name}>",
             )
-            self._push(task_id, meta, NodeOutcome(failure=failure))
+            nodes = meta.get("pack") or [{**meta, "id": task_id}]
+            outcome = NodeOutcome(failure=failure)
+            self._push(str(meta["client"]), [(str(n["id"]), n, outcome) for n in nodes])
         except Exception:
             log.exception("could not report unknown task %s", name)
+
+
+def _job(spec: ToolSpec, meta: dict[str, Any], args: dict[str, Any]) -> NodeJob:
+    return NodeJob(
+        str(meta["run_id"]),
+        str(meta["graph_id"]),
+        str(meta["node_id"]),
+        spec,
+        args,
+        int(meta.get("attempt", 1)),
+        meta.get("timeout"),
+    )
+
+
+def _interrupted(outcome: NodeOutcome) -> bool:
+    """Did Celery's soft-limit signal end this attempt (a timeout or a revoke)?"""
+    failure = outcome.failure
+    return failure is not None and failure.exc_type.endswith("SoftTimeLimitExceeded")
+
+
+async def _gather(coroutines: list[Any]) -> list[NodeOutcome]:
+    return list(await asyncio.gather(*coroutines))
 
 
 async def _publish(channel: Any, message: ChannelMessage) -> None:

@@ -135,3 +135,10 @@ def setup_services() -> None:
 def d_special() -> dict[str, Any]:
     """Routed to the ``special`` queue: only a pool started with ``-Q special`` runs it."""
     return {"pid": os.getpid()}
+
+
+@tool(outputs=["y"])
+def d_fail_if(x: int, bad: list[int]) -> dict[str, Any]:
+    if x in bad:
+        raise ValueError(f"bad input {x}")
+    return {"y": x}
