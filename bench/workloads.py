@@ -36,9 +36,11 @@ RAW_LOOP = "raw Celery: apply_async().get() loop"
 RAW_CHAIN = "raw Celery: chain(...)"
 RAW_GROUP = "raw Celery: group(...), client reduces"
 RAW_CHORD = "raw Celery: chord(group, reducer)"
+RAW_CHUNKS = "raw Celery: chunks(64), client reduces"
+CHUNK = 64  # the pack size AetherGraph's executor reaches on these workloads (max_pack)
 RAW_RESEND = "raw Celery: result backend, client re-sends"
 REDIS_PING = "Redis PING from the client (redis-py)"
-RAW_CELERY = (RAW_LOOP, RAW_CHAIN, RAW_GROUP, RAW_CHORD, RAW_RESEND)
+RAW_CELERY = (RAW_LOOP, RAW_CHAIN, RAW_GROUP, RAW_CHORD, RAW_CHUNKS, RAW_RESEND)
 
 
 #: how many tasks one run of a workload is made of (for per-task figures)
@@ -46,7 +48,7 @@ def tasks(workload: str, system: str, s: Sizes) -> int:
     if workload == CHAIN:
         return s.hops
     if workload == FAN:
-        return s.fan if system == RAW_GROUP else s.fan + 1
+        return s.fan if system in (RAW_GROUP, RAW_CHUNKS) else s.fan + 1
     if workload == WIDE:
         return s.wide
     if workload == PAYLOAD:

@@ -22,6 +22,7 @@ from bench.workloads import (
     PAYLOAD,
     RAW_CHAIN,
     RAW_CHORD,
+    RAW_CHUNKS,
     RAW_GROUP,
     RAW_LOOP,
     RAW_RESEND,
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = [ASYNCIO, AG_LOCAL, DASK, AG_CELERY]
 EXPECTED = {
     CHAIN: [*PEERS, RAW_LOOP, RAW_CHAIN],
-    FAN: [*PEERS, RAW_GROUP, RAW_CHORD],
-    WIDE: [*PEERS, RAW_GROUP],
+    FAN: [*PEERS, RAW_GROUP, RAW_CHORD, RAW_CHUNKS],
+    WIDE: [*PEERS, RAW_CHUNKS],
     PAYLOAD: [*PEERS, RAW_RESEND],
     FLOOR: [REDIS_PING],
 }

@@ -3,11 +3,12 @@
 Dispatch: ready nodes are collected for the current loop iteration, their arguments encoded
 (a value that cannot be encoded fails its node at once, naming the argument; large values go to
 the shared artifact store and travel by reference), and the whole batch is published as Celery
-task messages in one pipelined Redis round trip (see ``wire``).
+task messages in one pipelined Redis round trip (see ``wire``); many ready nodes of one tool
+share messages ("packs", see ``_publish``).
 
 Results: every worker pushes each finished attempt onto this client's result list; one
-background task pops them (blocking pop, then draining the burst) and resolves the nodes — no
-per-task polling, no ``AsyncResult.get()``.
+background task pops them (a blocking pop that takes a whole burst at once) and resolves the
+nodes — no per-task polling, no ``AsyncResult.get()``.
 
 Liveness: workers heartbeat the tools and queues they serve. A node whose tool no live worker
 serves waits up to ``AETHERGRAPH_WORKER_WAIT`` seconds for one and then fails with a message
@@ -85,6 +86,7 @@ class CeleryExecutor(Executor):
         self._served: dict[str, set[str]] = {}
         self._slots: dict[str, int] = {}  # live worker processes (pool slots) per queue
         self._packs: dict[str, set[str]] = {}  # pack id -> its nodes still awaited
+        self._blmpop = False  # the server has BLMPOP (Redis >= 7)
         self._revoking: list[str] = []  # task ids to revoke at the end of this loop iteration
         self._served_at = 0.0
         self._subscriber: Any = None
@@ -101,7 +103,8 @@ class CeleryExecutor(Executor):
         self._redis = aioredis.Redis.from_url(url)
         # blocking pops wait up to 5 s: this connection must not time out before they return
         self._blocking = aioredis.Redis.from_url(url, socket_timeout=None)
-        await self._redis.ping()
+        server = await self._redis.info("server")
+        self._blmpop = int(str(server.get("redis_version", "0")).split(".")[0]) >= 7
         self._use_shared_builtins()
         from aethergraph.services.builtins.redis_channel import RunEventSubscriber
 
@@ -368,14 +371,23 @@ class CeleryExecutor(Executor):
         client = self._blocking
         while True:
             try:
-                item = await client.blpop([self._results_key], timeout=5)
-                if item is None:
-                    continue
-                raws: list[Any] = [item[1]]
-                if len(self._pending) > 1:  # a burst may be waiting: take it in one round trip
-                    more = await client.lpop(self._results_key, DRAIN)
-                    if isinstance(more, list):
-                        raws.extend(more)
+                raws: list[Any]
+                if self._blmpop:  # Redis >= 7: a burst in the same round trip
+                    popped = await client.blmpop(
+                        5, 1, self._results_key, direction="LEFT", count=DRAIN
+                    )
+                    if popped is None:
+                        continue
+                    raws = list(popped[1])
+                else:
+                    item = await client.blpop([self._results_key], timeout=5)
+                    if item is None:
+                        continue
+                    raws = [item[1]]
+                    if len(self._pending) > 1:  # a burst may be waiting: take it too
+                        more = await client.lpop(self._results_key, DRAIN)
+                        if isinstance(more, list):
+                            raws.extend(more)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
