@@ -59,8 +59,7 @@ def measure_aethergraph(run: Runner, s: Sizes) -> dict[str, Sample]:
     The fan-out and the wide graph are warmed up at a small size (their full-size runs are the
     long ones on a cluster); they exercise the same path.
     """
-    warm = min(s.fan, 100)
-    _checked(run, fan_graph, {"n": warm}, n=warm)()
+    _checked(run, fan_graph, {"n": s.warm}, n=s.warm)()
     return {
         CHAIN: measure(_checked(run, chain_graph, {"y": 0}, hops=s.hops), s.repeats),
         FAN: measure(_checked(run, fan_graph, {"n": s.fan}, n=s.fan), s.repeats, warmup=False),

@@ -126,10 +126,9 @@ def measure_raw_celery(s: Sizes) -> Measured:
         made.forget()
         used.forget()
 
-    warm = min(s.fan, 100)  # warm the group/chord paths at a small size; the big runs are long
-    grouped(warm)
-    chorded(warm)
-    chunked(warm)
+    grouped(s.warm)
+    chorded(s.warm)
+    chunked(s.warm)
     return {
         (CHAIN, RAW_LOOP): measure(loop, s.repeats),
         (CHAIN, RAW_CHAIN): measure(chained, s.repeats),

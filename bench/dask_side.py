@@ -65,8 +65,7 @@ def measure_dask(s: Sizes) -> dict[str, Sample]:
                 used = client.submit(blob_size, made, pure=False)
                 expect(used.result(), s.payload, "Dask payload")
 
-            warm = min(s.fan, 100)  # warm the map/reduce path at a small size
-            client.submit(total, client.map(noop, range(warm), pure=False), pure=False).result()
+            client.submit(total, client.map(noop, range(s.warm), pure=False), pure=False).result()
             return {
                 CHAIN: measure(chain, s.repeats),
                 FAN: measure(fan, s.repeats, warmup=False),

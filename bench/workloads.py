@@ -19,6 +19,11 @@ class Sizes:
     repeats: int = 5
     pings: int = 1_000
 
+    @property
+    def warm(self) -> int:
+        """Size of the one small fan-out that warms each side up (the full-size runs are long)."""
+        return min(self.fan, 100)
+
 
 #: ``--quick``: every workload and system, small sizes, 2 repeats (a smoke run, not figures)
 QUICK = Sizes(hops=10, fan=100, wide=300, payload=1_000_000, repeats=2, pings=100)

@@ -444,7 +444,7 @@ class CeleryExecutor(Executor):
         if pending is None:
             return
         job = pending.job
-        self._revoke(task_id, job)
+        self._revoke(task_id)
         self._unfollow(job.run_id)
         exc = NodeTimeoutError(f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s")
         pending.on_done(job, NodeOutcome(failure=failure_from(exc)))
@@ -461,15 +461,15 @@ class CeleryExecutor(Executor):
                 pending.timer.cancel()
             self._unfollow(job.run_id)
         if "." not in task_id:
-            self._revoke(task_id, job)
+            self._revoke(task_id)
             return
         # a packed node: the message is stopped once none of its nodes is wanted any more
         # (until then a cancelled node may still run; its outcome is ignored)
         pack_id = self._settled(task_id)
         if pack_id is not None:
-            self._revoke(pack_id, job)
+            self._revoke(pack_id)
 
-    def _revoke(self, task_id: str, job: NodeJob) -> None:
+    def _revoke(self, task_id: str) -> None:
         """Stop a task: dropped if still queued; if running on a prefork pool, its process gets
         the soft-limit signal, which raises inside a sync tool and cancels an async one — either
         way the tool's ``finally`` blocks run and the worker process lives on. (Thread and solo
