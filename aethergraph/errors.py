@@ -54,6 +54,10 @@ class NoActiveContextError(ServiceError, RuntimeError):
     """``Service.ctx()`` was called outside of any running node or graph body."""
 
 
+class ServiceUsageError(ServiceError, ValueError):
+    """A built-in service (kv, memory, channel, artifacts) was called with a bad argument."""
+
+
 class ArtifactNotFoundError(AetherGraphError, FileNotFoundError):
     """An artifact URI does not name anything in the artifact store."""
 
@@ -68,6 +72,19 @@ class RuntimeUsageError(AetherGraphError, RuntimeError):
 
 class NodeTimeoutError(AetherGraphError, TimeoutError):
     """A node ran longer than its tool's ``timeout``."""
+
+
+class WorkerUnavailableError(AetherGraphError, RuntimeError):
+    """No live worker serves a node's tool on its queue (start one; the message says how)."""
+
+
+class BrokerUnavailableError(AetherGraphError, ConnectionError):
+    """The broker (Redis) could not be reached for longer than the configured bound."""
+
+
+class InternalError(AetherGraphError, RuntimeError):
+    """A bug inside AetherGraph: the run fails with this (and the original traceback) instead
+    of hanging. Please report it with the traceback."""
 
 
 class RunCancelledError(AetherGraphError):
@@ -171,8 +188,10 @@ __all__ = [
     "AetherGraphError",
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",
+    "BrokerUnavailableError",
     "ConfigurationError",
     "GraphInputError",
+    "InternalError",
     "NoActiveContextError",
     "NodeTimeoutError",
     "OutputContractError",
@@ -181,9 +200,11 @@ __all__ = [
     "RuntimeUsageError",
     "ServiceError",
     "ServiceRegistrationError",
+    "ServiceUsageError",
     "ToolCallError",
     "ToolError",
     "UnknownServiceError",
+    "WorkerUnavailableError",
     "qualified_name",
 ]
 

@@ -1,4 +1,4 @@
-"""The executor interface: the scheduler hands an executor one ready node at a time.
+"""The executor interface: the scheduler hands an executor ready nodes; outcomes come back.
 
 An executor decides *where* a node runs (this process, a Celery worker, ...); the scheduler
 decides *when* (readiness, concurrency limits, retries, cancellation). Every executor must pass
@@ -6,37 +6,42 @@ the shared conformance suite in ``tests/conformance``.
 
 Contract:
 
-* ``submit_many(jobs, on_done)`` is called on the runtime loop with jobs whose inputs are
-  resolved values. For each job the executor calls ``on_done(job, outcome)`` exactly once, on the
+* ``submit_many(jobs, report)`` is called on the runtime loop with jobs whose inputs are
+  resolved values. For each job the executor calls ``report(job, outcome)`` exactly once, on the
   runtime loop — unless the job was cancelled, after which a late outcome may still arrive and is
-  ignored by the scheduler.
+  ignored. ``report`` only *enqueues* the outcome: the scheduler drains its queue in a loop
+  iteration of its own (dask's ``local.py`` pattern), so an executor may call it anywhere, even
+  inside ``submit_many``, without re-entering the scheduler (no recursion however long a chain
+  of inline tools is).
+* An executor keeps whatever it needs to find a job again (a task, a timer, a Celery task id)
+  in its own tables, keyed by ``job.key``; a ``NodeJob`` carries no executor state.
 * ``cancel(job)`` is best effort: stop the job if it is queued or running.
 * The executor enforces the job's ``timeout`` where the tool runs and reports a
   ``NodeTimeoutError`` outcome. Retries are the scheduler's business.
+* ``builtins()`` names the built-in backends (memory, kv, artifacts, channel) that code of a run
+  on this executor must share with the places its tools run — for the Celery executor, the
+  Redis-backed ones its workers use. An executor never swaps the process's own built-ins: a run
+  gets these through its context, so in-process and distributed runs coexist in one process.
 """
 
 from __future__ import annotations
 
+import traceback as _traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from aethergraph.errors import qualified_name
 from aethergraph.graph.tool_spec import ToolSpec
+
+if TYPE_CHECKING:
+    from aethergraph.services.runtime.registry import BuiltinBackends
 
 
 class NodeJob:
     """One attempt at running one node."""
 
-    __slots__ = (
-        "args",
-        "attempt",
-        "executor_state",
-        "graph_id",
-        "node_id",
-        "run_id",
-        "timeout",
-        "tool",
-    )
+    __slots__ = ("args", "attempt", "graph_id", "node_id", "run_id", "timeout", "tool")
 
     def __init__(
         self,
@@ -55,10 +60,10 @@ class NodeJob:
         self.args = args
         self.attempt = attempt
         self.timeout = timeout
-        self.executor_state: Any = None  # private to the executor running the job (task, id)
 
     @property
     def key(self) -> str:
+        """Unique per attempt: what executors index their private state by."""
         return f"{self.run_id}:{self.node_id}:{self.attempt}"
 
     def __repr__(self) -> str:
@@ -66,7 +71,7 @@ class NodeJob:
 
 
 class NodeFailure:
-    """Why an attempt failed, in a form that can cross processes."""
+    """Why an attempt failed, in a form that can cross processes (``to_dict``/``from_dict``)."""
 
     __slots__ = ("exc_type", "message", "original", "retryable", "traceback")
 
@@ -83,32 +88,78 @@ class NodeFailure:
         self.message = message
         self.traceback = traceback
         self.original = original
-        #: False for failures a retry cannot fix (an argument that cannot be encoded)
+        #: False for failures a retry cannot fix (an argument that cannot be encoded, a tool
+        #: the worker does not serve): the scheduler fails the node at once
         self.retryable = retryable
 
-    def to_dict(self) -> dict[str, str]:
-        return {"exc_type": self.exc_type, "message": self.message, "traceback": self.traceback}
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, retryable: bool = True) -> NodeFailure:
+        """The failure for an exception raised here (its type, message and traceback)."""
+        return cls(
+            qualified_name(exc),
+            str(exc),
+            "".join(_traceback.format_exception(exc)),
+            exc,
+            retryable=retryable,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: everything but the live exception object."""
+        return {
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "retryable": self.retryable,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeFailure:
+        """Rebuild a failure from :meth:`to_dict` (a missing ``retryable`` means retryable)."""
+        return cls(
+            str(data.get("exc_type", "Exception")),
+            str(data.get("message", "")),
+            str(data.get("traceback", "")),
+            retryable=bool(data.get("retryable", True)),
+        )
 
     def __repr__(self) -> str:
         return f"<NodeFailure {self.exc_type}: {self.message}>"
 
 
-class NodeOutcome:
-    """The result of one attempt: outputs, or a failure."""
+def failure_from(exc: BaseException, *, retryable: bool = True) -> NodeFailure:
+    """Shorthand for :meth:`NodeFailure.from_exception`."""
+    return NodeFailure.from_exception(exc, retryable=retryable)
 
-    __slots__ = ("failure", "outputs")
+
+class NodeOutcome:
+    """The result of one attempt: outputs, or a failure.
+
+    ``started_at`` / ``finished_at`` are wall-clock times measured *where the tool ran* (a
+    worker), so a node's duration excludes time spent in a queue; ``None`` lets the scheduler
+    use its own clock (in-process executors).
+    """
+
+    __slots__ = ("failure", "finished_at", "outputs", "started_at")
 
     def __init__(
-        self, outputs: dict[str, Any] | None = None, failure: NodeFailure | None = None
+        self,
+        outputs: dict[str, Any] | None = None,
+        failure: NodeFailure | None = None,
+        *,
+        started_at: float | None = None,
+        finished_at: float | None = None,
     ) -> None:
         self.outputs = outputs
         self.failure = failure
+        self.started_at = started_at
+        self.finished_at = finished_at
 
     @property
     def ok(self) -> bool:
         return self.failure is None
 
 
+#: How an executor reports an outcome: it only enqueues (see the module docstring).
 DoneCallback = Callable[[NodeJob, NodeOutcome], None]
 
 
@@ -118,10 +169,15 @@ class Executor(ABC):
     name: str = "executor"
 
     async def start(self) -> None:
-        """Prepare (connect, spawn). Called once on the runtime loop before the first submit."""
+        """Prepare (connect, spawn). Called once per process, on the runtime loop, before the
+        first submit — however many runs share the executor (``execution.select``)."""
 
     async def close(self) -> None:
         """Release resources. Called on the runtime loop."""
+
+    def builtins(self) -> BuiltinBackends | None:
+        """The built-in backends runs on this executor use; ``None``: the process's own."""
+        return None
 
     @abstractmethod
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:

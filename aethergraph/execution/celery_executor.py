@@ -33,8 +33,14 @@ import redis.asyncio as aioredis
 
 from aethergraph import codec
 from aethergraph.errors import ConfigurationError, NodeTimeoutError
-from aethergraph.execution.base import DoneCallback, Executor, NodeFailure, NodeJob, NodeOutcome
-from aethergraph.execution.invoke import failure_from
+from aethergraph.execution.base import (
+    DoneCallback,
+    Executor,
+    NodeFailure,
+    NodeJob,
+    NodeOutcome,
+    failure_from,
+)
 from aethergraph.execution.wire import META, short_repr, task_envelope
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.services.builtins.channel import ChannelMessage
@@ -79,6 +85,8 @@ class CeleryExecutor(Executor):
         self._redis: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
         self._pending: dict[str, _Pending] = {}
+        self._task_of: dict[str, str] = {}  # job.key -> its task id / packed node key
+        self._cancelled: set[str] = set()  # keys of jobs cancelled before they were published
         self._outbox: deque[tuple[NodeJob, DoneCallback]] = deque()
         self._waiting: list[tuple[NodeJob, DoneCallback, float]] = []
         self._dispatcher: asyncio.Task[None] | None = None
@@ -228,7 +236,8 @@ class CeleryExecutor(Executor):
         sent: list[tuple[str, _Pending]] = []
         packable: dict[tuple[str, str], list[tuple[NodeJob, DoneCallback, dict[str, Any]]]] = {}
         for job, on_done in batch:
-            if job.executor_state == "cancelled":
+            if job.key in self._cancelled:
+                self._cancelled.discard(job.key)
                 continue
             kwargs = await self._encode(job, on_done)
             if kwargs is None:
@@ -267,8 +276,7 @@ class CeleryExecutor(Executor):
                 kwargs = await codec.offload_entries(kwargs, store, threshold=threshold)
             return kwargs
         except Exception as exc:  # fails this node at submit time; retrying cannot help
-            failure = failure_from(exc)
-            failure.retryable = False
+            failure = failure_from(exc, retryable=False)
             on_done(job, NodeOutcome(failure=failure))
             return None
 
@@ -305,7 +313,7 @@ class CeleryExecutor(Executor):
             kwargs_repr=short_repr(kwargs),
         )
         self._queue_envelope(pipe, queue, envelope)
-        job.executor_state = task_id
+        self._task_of[job.key] = task_id
         sent.append((task_id, _Pending(job, on_done)))
 
     def _add_pack(
@@ -323,7 +331,7 @@ class CeleryExecutor(Executor):
         for index, (job, on_done, kwargs) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
             nodes.append({"id": node_key, **self._node_meta(job), "args": kwargs})
-            job.executor_state = node_key
+            self._task_of[job.key] = node_key
             sent.append((node_key, _Pending(job, on_done)))
         self._packs[pack_id] = {node["id"] for node in nodes}
         envelope = task_envelope(
@@ -420,17 +428,11 @@ class CeleryExecutor(Executor):
         if pending.timer is not None:
             pending.timer.cancel()
         job = pending.job
-        job.executor_state = None
+        self._task_of.pop(job.key, None)
         self._unfollow(job.run_id)
         failure = message.get("failure")
         if failure:
-            outcome = NodeOutcome(
-                failure=NodeFailure(
-                    str(failure.get("exc_type", "Exception")),
-                    str(failure.get("message", "")),
-                    str(failure.get("traceback", "")),
-                )
-            )
+            outcome = NodeOutcome(failure=NodeFailure.from_dict(failure))
         else:
             try:
                 outputs = codec.decode(message.get("outputs") or {})
@@ -444,6 +446,7 @@ class CeleryExecutor(Executor):
         if pending is None:
             return
         job = pending.job
+        self._task_of.pop(job.key, None)
         self._revoke(task_id)
         self._unfollow(job.run_id)
         exc = NodeTimeoutError(f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s")
@@ -451,9 +454,9 @@ class CeleryExecutor(Executor):
 
     # -- cancellation --------------------------------------------------------------------
     def cancel(self, job: NodeJob) -> None:
-        task_id = job.executor_state
-        job.executor_state = "cancelled"
-        if not isinstance(task_id, str) or task_id == "cancelled":
+        task_id = self._task_of.pop(job.key, None)
+        if task_id is None:  # not published yet: the publisher drops it
+            self._cancelled.add(job.key)
             return
         pending = self._pending.pop(task_id, None)
         if pending is not None:

@@ -36,8 +36,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from aethergraph import codec, runtime_loop
 from aethergraph.errors import ConfigurationError, NodeTimeoutError, qualified_name
-from aethergraph.execution.base import NodeFailure, NodeJob, NodeOutcome
-from aethergraph.execution.invoke import failure_from, invoke_async, invoke_sync
+from aethergraph.execution.base import NodeFailure, NodeJob, NodeOutcome, failure_from
+from aethergraph.execution.invoke import invoke_async, invoke_sync
 from aethergraph.execution.wire import META, outcome_message
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys

@@ -6,21 +6,11 @@ Shared by every executor (and by Celery workers), so a tool behaves the same whe
 from __future__ import annotations
 
 import asyncio
-import traceback
 from typing import Any
 
 from aethergraph.context import NodeContext, reset_context, set_context
-from aethergraph.errors import NodeTimeoutError, qualified_name
-from aethergraph.execution.base import NodeFailure, NodeJob, NodeOutcome
-
-
-def failure_from(exc: BaseException) -> NodeFailure:
-    return NodeFailure(
-        qualified_name(exc),
-        str(exc),
-        "".join(traceback.format_exception(exc)),
-        exc,
-    )
+from aethergraph.errors import NodeTimeoutError
+from aethergraph.execution.base import NodeJob, NodeOutcome, failure_from
 
 
 def _node_context(job: NodeJob) -> NodeContext:

@@ -21,12 +21,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 from aethergraph.errors import ConfigurationError, NodeTimeoutError
-from aethergraph.execution.base import DoneCallback, Executor, NodeJob, NodeOutcome
-from aethergraph.execution.invoke import failure_from, invoke_async, invoke_sync
+from aethergraph.execution.base import DoneCallback, Executor, NodeJob, NodeOutcome, failure_from
+from aethergraph.execution.invoke import invoke_async, invoke_sync
 
 _Item = tuple[NodeJob, DoneCallback]
-_CANCELLED = "cancelled"  # job.executor_state of a queued job that must not start
-_FINISHED = "finished"
 
 
 class _ThreadLane:
@@ -42,6 +40,11 @@ class _ThreadLane:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._queued = 0
+        # loop-thread state, by job key: queued jobs that must not start, armed timeout timers,
+        # and jobs already reported as timed out (their late outcome is dropped)
+        self.cancelled: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timed_out: set[str] = set()
 
     def put(self, job: NodeJob, on_done: DoneCallback) -> None:
         with self._lock:
@@ -68,12 +71,16 @@ class _ThreadLane:
             if item is None:
                 return
             job, on_done = item
-            if job.executor_state == _CANCELLED:
+            del item  # an idle thread must not pin the last job (and its run) while it waits
+            if job.key in self.cancelled:
+                self._loop.call_soon_threadsafe(self.cancelled.discard, job.key)
+                del job, on_done
                 continue
             if job.timeout is not None:  # the clock starts when the tool starts, not when queued
                 self._loop.call_soon_threadsafe(self._arm_timer, job, on_done)
             outcome = contextvars.Context().run(invoke_sync, job)
             done.append((job, on_done, outcome))
+            del job, on_done, outcome
             if not self._wake_pending:
                 self._wake_pending = True
                 try:
@@ -82,32 +89,38 @@ class _ThreadLane:
                     return
 
     def _arm_timer(self, job: NodeJob, on_done: DoneCallback) -> None:
-        if job.executor_state is None and job.timeout is not None:
-            job.executor_state = self._loop.call_later(job.timeout, _time_out, job, on_done)
+        if job.timeout is not None and job.key not in self._timers:
+            self._timers[job.key] = self._loop.call_later(job.timeout, self._time_out, job, on_done)
+
+    def _time_out(self, job: NodeJob, on_done: DoneCallback) -> None:
+        self._timers.pop(job.key, None)
+        self._timed_out.add(job.key)
+        exc = NodeTimeoutError(
+            f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s "
+            "(its thread keeps running in the background)"
+        )
+        on_done(job, NodeOutcome(failure=failure_from(exc)))
+
+    def cancel_timer(self, job: NodeJob) -> None:
+        timer = self._timers.pop(job.key, None)
+        if timer is not None:
+            timer.cancel()
 
     def _flush(self) -> None:
         self._wake_pending = False
         done = self._done
         while done:
             job, on_done, outcome = done.popleft()
-            timer = job.executor_state
-            if isinstance(timer, asyncio.TimerHandle):
-                timer.cancel()
-            job.executor_state = _FINISHED
+            self.cancel_timer(job)
+            if job.key in self._timed_out:
+                self._timed_out.discard(job.key)
+                continue
             on_done(job, outcome)
 
     def stop(self) -> None:
         for _ in self._threads:
             self._jobs.put(None)
         self._threads.clear()
-
-
-def _time_out(job: NodeJob, on_done: DoneCallback) -> None:
-    exc = NodeTimeoutError(
-        f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s "
-        "(its thread keeps running in the background)"
-    )
-    on_done(job, NodeOutcome(failure=failure_from(exc)))
 
 
 class LocalExecutor(Executor):
@@ -125,6 +138,7 @@ class LocalExecutor(Executor):
         self.sync_tools = sync_tools
         self.max_threads = max_threads
         self._lane: _ThreadLane | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # running async jobs by job key
 
     async def close(self) -> None:
         if self._lane is not None:
@@ -136,7 +150,7 @@ class LocalExecutor(Executor):
         inline = self.sync_tools == "inline"
         for job in jobs:
             if job.tool.is_async:
-                job.executor_state = loop.create_task(_run_async(job, on_done))
+                self._tasks[job.key] = loop.create_task(self._run_async(job, on_done))
             elif inline and job.timeout is None:
                 on_done(job, invoke_sync(job))
             else:
@@ -146,14 +160,18 @@ class LocalExecutor(Executor):
                 lane.put(job, on_done)
 
     def cancel(self, job: NodeJob) -> None:
-        state = job.executor_state
-        if isinstance(state, (asyncio.Task, asyncio.TimerHandle)):
-            state.cancel()
-        if not isinstance(state, asyncio.Task):
-            job.executor_state = _CANCELLED  # a queued sync job is dropped, never started
+        task = self._tasks.pop(job.key, None)
+        if task is not None:
+            task.cancel()
+            return
+        lane = self._lane
+        if lane is not None and not job.tool.is_async:
+            lane.cancel_timer(job)
+            lane.cancelled.add(job.key)  # a queued sync job is dropped, never started
 
-
-async def _run_async(job: NodeJob, on_done: DoneCallback) -> None:
-    outcome = await invoke_async(job, own_task=True)
-    job.executor_state = None
-    on_done(job, outcome)
+    async def _run_async(self, job: NodeJob, on_done: DoneCallback) -> None:
+        try:
+            outcome = await invoke_async(job, own_task=True)
+        finally:
+            self._tasks.pop(job.key, None)
+        on_done(job, outcome)

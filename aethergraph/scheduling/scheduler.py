@@ -219,7 +219,7 @@ class RunScheduler(Waitable):
             try:
                 self.executor.submit_many(jobs, self._on_done)
             except Exception as exc:  # the executor could not take them: fail those nodes
-                from aethergraph.execution.invoke import failure_from
+                from aethergraph.execution.base import failure_from
 
                 failure = failure_from(exc)
                 for job in jobs:
