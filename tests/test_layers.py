@@ -9,8 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "aethergraph"
 
 LAYERS = [
-    ("foundation", ["errors", "settings", "registry", "runtime_loop", "keys"]),
-    ("services", ["services", "context", "codec"]),
+    ("foundation", ["errors", "settings", "registry", "runtime_loop", "keys", "redis_server"]),
+    ("services", ["services", "codec"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),
