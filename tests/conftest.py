@@ -144,6 +144,15 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_session_namespace(redis_url: str) -> Iterator[str]:
+    """A unique key namespace for session-wide users (a shared LocalCluster); deleted at the end
+    of the session, before the cleanup check."""
+    namespace = new_namespace()
+    yield namespace
+    delete_namespace(redis_url, namespace)
+
+
 @pytest.fixture
 def redis_namespace(redis_url: str) -> Iterator[str]:
     """A unique key namespace for one test; its keys are deleted afterwards."""
