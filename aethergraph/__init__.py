@@ -6,7 +6,6 @@ Decorate functions with ``@tool`` and ``@graph_fn``; calling a graph traces its 
 
 from __future__ import annotations
 
-from aethergraph.context import NodeContext, current_context
 from aethergraph.errors import (
     AetherGraphError,
     ConfigurationError,
@@ -27,6 +26,7 @@ from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
 from aethergraph.registry import Registry, current_registry
 from aethergraph.runner import RunHandle, run, run_async, submit
 from aethergraph.scheduling.events import NodeEvent, RunEvent, subscribe
+from aethergraph.services.context import NodeContext, current_context
 from aethergraph.services.lifecycle import start_server, stop_server
 from aethergraph.services.runtime.base import BaseContextService, Service
 from aethergraph.services.runtime.registry import (

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from aethergraph.errors import AetherGraphError, ConfigurationError
-from aethergraph.graph.task_graph import TaskGraph
 from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
@@ -107,10 +106,11 @@ def _execute(gf: GraphFunction, inputs: dict[str, Any], tools: str, args: Any) -
 def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, args: Any) -> int:
     quiet, mermaid = args.quiet, args.mermaid
     started = time.perf_counter()
-    result = run(gf, executor=executor, on_event=None if quiet else _Progress(), **inputs)
+    result = run(gf, inputs, executor=executor, on_event=None if quiet else _Progress())
     elapsed = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
-    graph: TaskGraph = gf.last_graph
+    graph = gf.last_graph
+    assert graph is not None  # run() records it
     if not quiet:
         print(f"{len(graph)} nodes in {elapsed:.2f}s", file=sys.stderr)
     if mermaid:

@@ -10,7 +10,7 @@ import math
 import random
 from typing import Any
 
-from aethergraph.context import NodeContext
+from aethergraph.services.context import NodeContext
 from aethergraph.tracing.graph_fn import graph_fn
 from aethergraph.tracing.tool import tool
 

@@ -1,25 +1,33 @@
 """Entry points: ``run`` (sync), ``run_async`` and ``submit`` (background, cancellable).
 
+They are thin doors onto a run (:mod:`aethergraph.scheduling.run`): each validates the graph,
+its inputs and one :class:`RunOptions`, then opens the run and traces the body into it.
+
 ``run()`` works in plain scripts and inside an already-running event loop (Jupyter): there it runs
 the graph on a helper thread and blocks the cell until the result is in. Ctrl-C cancels the run.
+
+Graph inputs are keyword arguments. An input whose name is also a run option (``executor``,
+``run_id``, ...) goes in the positional mapping instead: ``run(gf, {"executor": "x"})``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from aethergraph import runtime_loop
-from aethergraph.errors import ConfigurationError, RuntimeUsageError
+from aethergraph.errors import ConfigurationError, GraphInputError, RuntimeUsageError
 from aethergraph.execution.base import Executor
 from aethergraph.graph.task_graph import TaskGraph
 from aethergraph.scheduling.events import Listener
+from aethergraph.scheduling.run import Run, RunOptions
 from aethergraph.scheduling.scheduler import RunScheduler
-from aethergraph.tracing.execute import execute_graph
+from aethergraph.tracing.execute import execute_graph, new_graph, trace_into
 from aethergraph.tracing.graph_fn import GraphFunction
 
 
@@ -32,8 +40,26 @@ def _check_graph(gf: Any) -> GraphFunction:
     return gf
 
 
+def _bind(
+    gf: GraphFunction, given: Mapping[str, Any] | None, keywords: dict[str, Any]
+) -> dict[str, Any]:
+    """The graph's inputs from the positional mapping and the keyword arguments."""
+    if given is None:
+        return gf.bind_inputs((), keywords)
+    if not isinstance(given, Mapping):
+        raise GraphInputError(
+            f"graph {gf.name!r}: inputs must be a mapping of input names to values, got "
+            f"{type(given).__name__}; pass inputs by name, e.g. run(gf, x=1)"
+        )
+    both = sorted(set(given) & set(keywords))
+    if both:
+        raise GraphInputError(f"graph {gf.name!r} got input(s) {both} twice")
+    return gf.bind_inputs((), {**given, **keywords})
+
+
 async def run_async(
     gf: GraphFunction,
+    inputs: Mapping[str, Any] | None = None,
     /,
     *,
     executor: Executor | str | None = None,
@@ -41,20 +67,12 @@ async def run_async(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
-    **inputs: Any,
+    **keyword_inputs: Any,
 ) -> dict[str, Any]:
     """Run a graph and return its outputs (``await gf(**inputs)`` with run options)."""
-    _check_graph(gf)
-    bound = gf.bind_inputs((), inputs)
-    return await execute_graph(
-        gf,
-        bound,
-        executor=executor,
-        max_concurrency=max_concurrency,
-        fail_fast=fail_fast,
-        on_event=on_event,
-        run_id=run_id,
-    )
+    graph = _check_graph(gf)
+    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    return await execute_graph(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
 class RunHandle:
@@ -68,12 +86,12 @@ class RunHandle:
         self._cancel_requested = False
         self._lock = threading.Lock()
 
-    def _attach(self, scheduler: RunScheduler) -> None:
+    def _attach(self, run: Run) -> None:
         with self._lock:
-            self._scheduler = scheduler
+            self._scheduler = run.scheduler
             cancel = self._cancel_requested
         if cancel:
-            scheduler.cancel("cancelled")
+            run.cancel("cancelled")
 
     @property
     def graph(self) -> TaskGraph | None:
@@ -110,6 +128,7 @@ class RunHandle:
 
 def submit(
     gf: GraphFunction,
+    inputs: Mapping[str, Any] | None = None,
     /,
     *,
     executor: Executor | str | None = None,
@@ -117,27 +136,23 @@ def submit(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
-    **inputs: Any,
+    **keyword_inputs: Any,
 ) -> RunHandle:
     """Start a run in the background and return a :class:`RunHandle` at once."""
-    _check_graph(gf)
-    bound = gf.bind_inputs((), inputs)
-    handle = RunHandle(gf, run_id or uuid.uuid4().hex)
+    graph = _check_graph(gf)
+    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    bound = _bind(graph, inputs, keyword_inputs)
+    handle = RunHandle(graph, run_id or uuid.uuid4().hex)
+    options = dataclasses.replace(options, run_id=handle.run_id)
+
+    async def go() -> dict[str, Any]:
+        run = await Run.open(new_graph(graph, bound, options), options)
+        handle._attach(run)
+        return await trace_into(graph, bound, run)
 
     def body() -> None:
         try:
-            result = asyncio.run(
-                execute_graph(
-                    gf,
-                    bound,
-                    executor=executor,
-                    max_concurrency=max_concurrency,
-                    fail_fast=fail_fast,
-                    on_event=on_event,
-                    run_id=handle.run_id,
-                    on_run=handle._attach,
-                )
-            )
+            result = asyncio.run(go())
         except BaseException as exc:
             handle._future.set_exception(exc)
         else:
@@ -149,6 +164,7 @@ def submit(
 
 def run(
     gf: GraphFunction,
+    inputs: Mapping[str, Any] | None = None,
     /,
     *,
     executor: Executor | str | None = None,
@@ -156,30 +172,29 @@ def run(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
-    **inputs: Any,
+    **keyword_inputs: Any,
 ) -> dict[str, Any]:
     """Run a graph and block until its outputs are ready (also inside Jupyter)."""
-    _check_graph(gf)
+    graph = _check_graph(gf)
     if runtime_loop.in_runtime_thread():
         raise RuntimeUsageError(
             "run() blocks and cannot be called from a tool running on the runtime thread; "
             "use 'await run_async(...)' in an async tool"
         )
-    options: dict[str, Any] = {
-        "executor": executor,
-        "max_concurrency": max_concurrency,
-        "fail_fast": fail_fast,
-        "on_event": on_event,
-        "run_id": run_id,
-    }
+    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    bound = _bind(graph, inputs, keyword_inputs)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_async(gf, **options, **inputs))
+        return asyncio.run(execute_graph(graph, bound, options))
     # An event loop runs in this thread (Jupyter): run on a helper thread and wait for it.
-    handle = submit(gf, **options, **inputs)
+    handle = submit(graph, bound, **_as_keywords(options))
     try:
         return handle.result()
     except KeyboardInterrupt:
         handle.cancel()
         raise
+
+
+def _as_keywords(options: RunOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aethergraph.context import NodeContext
+from aethergraph.services.context import NodeContext
 from aethergraph.services.runtime.registry import RESERVED_NAMES
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aethergraph.context import NodeContext, reset_context, set_context
 from aethergraph.errors import NodeTimeoutError
 from aethergraph.execution.base import NodeJob, NodeOutcome, failure_from
+from aethergraph.services.context import NodeContext, reset_context, set_context
 
 
 def _node_context(job: NodeJob) -> NodeContext:

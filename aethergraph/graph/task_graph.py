@@ -49,6 +49,7 @@ class TaskNode:
         "inputs",
         "node_id",
         "queue",
+        "queued_at",
         "started_at",
         "status",
         "tool",
@@ -70,6 +71,7 @@ class TaskNode:
         started_at: float | None = None,
         finished_at: float | None = None,
         error: dict[str, Any] | None = None,
+        queued_at: float | None = None,
     ) -> None:
         self.node_id = node_id
         self.tool = tool
@@ -80,16 +82,27 @@ class TaskNode:
         self.status = status
         self.attempts = attempts
         self.created_at = created_at
+        self.queued_at = queued_at
         self.started_at = started_at
         self.finished_at = finished_at
         self.error = error
 
     @property
     def duration(self) -> float | None:
-        """Seconds from the start of the last attempt to the end, when both are known."""
+        """Seconds the last attempt ran, where it ran (a worker's clock on Celery), when known.
+
+        Time spent waiting in a queue is not part of it: see :attr:`queue_wait`.
+        """
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds the last attempt waited between dispatch and its start, when known."""
+        if self.queued_at is None or self.started_at is None:
+            return None
+        return max(0.0, self.started_at - self.queued_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +115,7 @@ class TaskNode:
             "status": self.status.value,
             "attempts": self.attempts,
             "created_at": self.created_at,
+            "queued_at": self.queued_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "error": self.error,
@@ -122,6 +136,7 @@ class TaskNode:
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
             error=data.get("error"),
+            queued_at=data.get("queued_at"),
         )
 
     def __repr__(self) -> str:

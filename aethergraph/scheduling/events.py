@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aethergraph.errors import ConfigurationTypeError
 from aethergraph.graph.task_graph import NodeStatus
 
 log = logging.getLogger("aethergraph")
@@ -65,7 +66,11 @@ class EventBus:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         if not callable(listener):
-            raise TypeError(f"event listener must be callable, got {listener!r}")
+            raise ConfigurationTypeError(
+                f"event listener must be callable (it is called with each event), got "
+                f"{listener!r} of type {type(listener).__name__}; pass a function or a callable "
+                "object."
+            )
         with self._lock:
             self.listeners = (*self.listeners, listener)
 

@@ -20,11 +20,13 @@ _active = 0
 _saved: tuple[int, int, int] | None = None
 
 
-def run_started() -> None:
+def run_started() -> bool:
+    """Count a run as active; returns whether it was counted (pass that to ``run_finished``,
+    so a settings change between the two cannot unbalance the count)."""
     global _active, _saved
     threshold = get_settings().gc_threshold
     if not threshold:
-        return
+        return False
     with _lock:
         _active += 1
         if _active == 1:
@@ -32,11 +34,12 @@ def run_started() -> None:
             if current[0] and current[0] < threshold:
                 _saved = current
                 gc.set_threshold(threshold, *current[1:])
+    return True
 
 
-def run_finished() -> None:
+def run_finished(counted: bool = True) -> None:
     global _active, _saved
-    if not get_settings().gc_threshold:
+    if not counted:
         return
     with _lock:
         _active = max(_active - 1, 0)

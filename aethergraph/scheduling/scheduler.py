@@ -6,64 +6,64 @@ else — readiness, dispatch, outcomes, retries, cancellation, events — happen
 thread, so scheduler state needs no locks. Waiters on the caller's side are woken through
 :class:`~aethergraph.scheduling.waiting.Waitable`.
 
+Outcomes are *pulled*. An executor reports an outcome by appending it to the scheduler's queue
+(``_report``); the scheduler drains that queue in a loop iteration of its own. Dispatching the
+dependents of a finished node may make an inline executor report more outcomes at once — they
+join the queue being drained, so a chain of any length runs iteratively, never recursively
+(dask's ``local.py`` does the same with ``queue.put`` / ``queue_get``).
+
+Nothing is swallowed. Every entry point on the runtime thread runs under ``_guarded``: an
+unexpected exception (a bug here or in an executor) fails the run with an ``InternalError``
+that carries the traceback, and is logged — the run never hangs silently.
+
 A node is dispatched as soon as its inputs are ready (and a concurrency slot is free). A node that
 fails after its retries makes every node downstream of it *skipped*; independent nodes go on
 unless ``fail_fast`` is set. The run finishes when the body has returned and every node has
-settled.
+settled. Memory: see :mod:`aethergraph.scheduling.node_state`.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aethergraph import runtime_loop
-from aethergraph.errors import ConfigurationError, RunCancelledError, RuntimeUsageError, ToolError
-from aethergraph.execution.base import Executor, NodeFailure, NodeJob, NodeOutcome
-from aethergraph.graph.refs import RefBase, substitute
+from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
+from aethergraph.execution.base import Executor, NodeFailure, NodeJob, NodeOutcome, failure_from
+from aethergraph.graph.refs import RefBase, RefSpec, substitute
 from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
-from aethergraph.scheduling.events import (
-    GLOBAL_BUS,
-    Listener,
-    NodeEvent,
-    NodeEventType,
-    RunEvent,
-    dispatch,
+from aethergraph.scheduling.emitter import RunEmitter
+from aethergraph.scheduling.events import Listener, NodeEventType, RunEventType
+from aethergraph.scheduling.failures import (
+    internal_error,
+    missing_input_error,
+    skipped_error,
+    tool_error,
 )
+from aethergraph.scheduling.node_state import NodeState, OutputCell, RunRef
 from aethergraph.scheduling.waiting import Waitable
+from aethergraph.services.runtime.registry import BuiltinBackends
+
+log = logging.getLogger("aethergraph")
 
 _DONE = NodeStatus.DONE
 _RUNNING = NodeStatus.RUNNING
 
 
-class NodeState(Waitable):
-    """Runtime state of one node (the TaskNode holds what is shown to users)."""
+def _lookup(ref: RefBase) -> Any:
+    assert isinstance(ref, RunRef)
+    outputs = ref._outputs()
+    return ref._ref_extract(outputs) if ref._ref_path else outputs
 
-    __slots__ = ("dependents", "error", "job", "node", "outputs", "refs", "remaining", "tool")
 
-    def __init__(self, node: TaskNode, tool: ToolSpec, refs: list[RefBase]) -> None:
-        self.is_finished = False
-        self.waiters = None
-        self.node = node
-        self.tool = tool
-        self.refs = refs
-        self.remaining = 0
-        self.dependents: list[NodeState] = []
-        self.outputs: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.job: NodeJob | None = None
-
-    def result(self) -> dict[str, Any]:
-        """The outputs of a finished node, or its error raised."""
-        if self.error is not None:
-            raise self.error
-        assert self.outputs is not None, "result() called before the node finished"
-        return self.outputs
+def _as_spec(ref: RefBase) -> RefSpec:
+    return RefSpec(ref._ref_node, ref._ref_path)
 
 
 class RunScheduler(Waitable):
@@ -74,45 +74,48 @@ class RunScheduler(Waitable):
         graph: TaskGraph,
         executor: Executor,
         *,
+        builtins: BuiltinBackends,
         max_concurrency: int | None = None,
         fail_fast: bool = False,
         on_event: Listener | None = None,
     ) -> None:
         super().__init__()
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ConfigurationError(
-                f"max_concurrency must be a positive int or None, got {max_concurrency!r}"
-            )
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError(f"on_event must be callable, got {on_event!r}")
         self.run_id = graph.run_id or uuid.uuid4().hex
         graph.run_id = self.run_id
         self.graph = graph
         self.graph_id = graph.graph_id
         self.executor = executor
+        #: the built-in backends of this run (the executor's shared ones, or the process's)
+        self.builtins = builtins
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
         self.status = "running"
-        self.failure: ToolError | None = None
+        self.failure: BaseException | None = None
         self.cancel_reason: str | None = None
-        self._listeners: tuple[Listener, ...] = (on_event,) if on_event else ()
+        self._emit = RunEmitter(self.run_id, self.graph_id, on_event)
         self._loop = runtime_loop.get_loop()
         self._nodes: dict[str, NodeState] = {}
         self._counters: dict[str, Iterator[int]] = {}
         self._inbox: deque[NodeState] = deque()
         self._wake_pending = False
+        self._outcomes: deque[tuple[NodeJob, NodeOutcome]] = deque()
+        self._outcomes_pending = False
         self._ready: deque[NodeState] = deque()
         self._running = 0
         self._finished_count = 0
         self._body_done = False
         self._cancelled = False
-        runtime_loop.call_soon(self._emit_run, "run_started")
+        self._soon(self._emit_run, "run_started")
 
     # -- called from the tracing thread ---------------------------------------------------
-    def add_node(self, tool: ToolSpec, inputs: dict[str, Any], refs: list[RefBase]) -> NodeState:
-        """Add a node for ``tool(**inputs)``; it is dispatched as soon as its refs resolve."""
+    def add_node(
+        self, tool: ToolSpec, inputs: dict[str, Any], refs: list[RefBase]
+    ) -> tuple[NodeState, OutputCell]:
+        """Add a node for ``tool(**inputs)``; it is dispatched as soon as its refs resolve.
+
+        Returns its state and the cell its outputs will be in (taken here, before the node can
+        finish, so a handle made from them always sees the outputs).
+        """
         if self._cancelled:
             raise RunCancelledError(self.run_id, self.cancel_reason or "cancelled")
         if self._body_done or self.is_finished:
@@ -125,10 +128,11 @@ class RunScheduler(Waitable):
             counter = self._counters[tool.name] = itertools.count()
         node_id = f"{tool.name}_{next(counter)}"
         deps: tuple[str, ...] = ()
+        shown = inputs
         if refs:
             seen: dict[str, None] = {}
             for ref in refs:
-                if getattr(ref, "_run", None) is not self:
+                if not isinstance(ref, RunRef) or ref._run is not self:
                     raise RuntimeUsageError(
                         f"tool {tool.name!r} was given {ref._ref_describe()}, a reference that "
                         "does not belong to this run; pass values (await them) between runs, "
@@ -136,30 +140,42 @@ class RunScheduler(Waitable):
                     )
                 seen[ref._ref_node] = None
             deps = tuple(seen)
+            shown = substitute(inputs, _as_spec)  # the graph holds plain data, never live refs
         node = TaskNode(
-            node_id, tool.name, tool.version, inputs, deps, tool.policy.queue, time.time()
+            node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time()
         )
         self.graph.nodes[node_id] = node
-        state = NodeState(node, tool, refs)
+        state = NodeState(node, tool, inputs, refs)
+        cell = state.cell
+        assert cell is not None
         self._nodes[node_id] = state
         self._inbox.append(state)
         if not self._wake_pending:
             self._wake_pending = True
-            runtime_loop.call_soon(self._drain)
-        return state
+            self._soon(self._drain)
+        return state, cell
 
     def body_finished(self) -> None:
         """The graph body returned (or raised): no more nodes will be added."""
-        runtime_loop.call_soon(self._on_body_finished)
+        self._soon(self._on_body_finished)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel the run: unfinished nodes are cancelled, running ones are stopped."""
-        runtime_loop.call_soon(self._cancel_now, reason)
+        self._soon(self._cancel_now, reason)
 
     def node(self, node_id: str) -> NodeState:
         return self._nodes[node_id]
 
     # -- runtime thread -------------------------------------------------------------------
+    def _soon(self, fn: Callable[..., None], *args: Any) -> None:
+        runtime_loop.call_soon(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._break(exc)
+
     def _on_body_finished(self) -> None:
         self._body_done = True
         self._drain()
@@ -167,10 +183,9 @@ class RunScheduler(Waitable):
 
     def _drain(self) -> None:
         self._wake_pending = False
-        inbox = self._inbox
+        inbox, nodes = self._inbox, self._nodes
         ready: list[NodeState] = []
-        nodes = self._nodes
-        emit = self._listeners or GLOBAL_BUS.listeners
+        emit = self._emit.active
         while inbox:
             state = inbox.popleft()
             if state.is_finished:  # cancelled before it was drained
@@ -179,7 +194,7 @@ class RunScheduler(Waitable):
                 self._finish(state, NodeStatus.CANCELLED, self._cancel_error(), "cancelled")
                 continue
             if emit:
-                self._emit_node("added", state)
+                self._emit.node("added", state.node)
             remaining = 0
             failed_dep: NodeState | None = None
             for dep_id in state.node.deps:
@@ -217,33 +232,25 @@ class RunScheduler(Waitable):
                 jobs.append(job)
         if jobs:
             try:
-                self.executor.submit_many(jobs, self._on_done)
-            except Exception as exc:  # the executor could not take them: fail those nodes
-                from aethergraph.execution.base import failure_from
-
+                self.executor.submit_many(jobs, self._report)
+            except Exception as exc:  # the executor refused them: those nodes fail, visibly
                 failure = failure_from(exc)
                 for job in jobs:
-                    self._on_done(job, NodeOutcome(failure=failure))
+                    self._report(job, NodeOutcome(failure=failure))
 
     def _make_job(self, state: NodeState) -> NodeJob | None:
         node = state.node
-        args = node.inputs
+        args = state.args
+        assert args is not None
         if state.refs:
             try:
-                args = substitute(args, self._lookup)
+                args = substitute(args, _lookup)
             except (KeyError, IndexError, TypeError) as exc:
-                error = ToolError(
-                    node_id=node.node_id,
-                    tool=node.tool,
-                    exc_type="aethergraph.errors.OutputContractError",
-                    message=f"an input of this node refers to a missing value: {exc!r}",
-                    run_id=self.run_id,
-                )
-                self._fail(state, error)
+                self._fail(state, missing_input_error(self.run_id, state, exc))
                 return None
         node.status = _RUNNING
         node.attempts += 1
-        node.started_at = time.time()
+        node.queued_at = node.started_at = time.time()
         job = NodeJob(
             self.run_id,
             self.graph_id,
@@ -254,36 +261,48 @@ class RunScheduler(Waitable):
             state.tool.policy.timeout,
         )
         state.job = job
-        if self._listeners or GLOBAL_BUS.listeners:
-            self._emit_node("started", state)
+        if self._emit.active:
+            self._emit.node("started", node)
         return job
 
-    def _lookup(self, ref: RefBase) -> Any:
-        outputs = self._nodes[ref._ref_node].outputs
-        assert outputs is not None
-        return ref._ref_extract(outputs) if ref._ref_path else outputs
+    def _report(self, job: NodeJob, outcome: NodeOutcome) -> None:
+        """The executors' ``on_done``: enqueue only; ``_take_outcomes`` does the work."""
+        self._outcomes.append((job, outcome))
+        if not self._outcomes_pending:
+            self._outcomes_pending = True
+            self._soon(self._take_outcomes)
 
-    def _on_done(self, job: NodeJob, outcome: NodeOutcome) -> None:
+    def _take_outcomes(self) -> None:
+        outcomes = self._outcomes
+        try:
+            while outcomes:
+                job, outcome = outcomes.popleft()
+                self._on_outcome(job, outcome)
+        finally:
+            self._outcomes_pending = False
+
+    def _on_outcome(self, job: NodeJob, outcome: NodeOutcome) -> None:
         state = self._nodes.get(job.node_id)
         if state is None or state.job is not job or state.is_finished:
             return  # a late outcome of a cancelled or superseded attempt
         state.job = None
         self._running -= 1
+        node = state.node
+        if outcome.started_at is not None:  # measured where the tool ran
+            node.started_at = outcome.started_at
         if outcome.failure is None:
-            node = state.node
-            state.outputs = outcome.outputs
+            node.finished_at = outcome.finished_at or time.time()
+            cell, state.cell = state.cell, None
+            if cell is not None:
+                cell.value = outcome.outputs
             node.status = _DONE
-            node.finished_at = time.time()
-            if self._listeners or GLOBAL_BUS.listeners:
-                self._emit_node("done", state)
+            if self._emit.active:
+                self._emit.node("done", node)
+            state.args = None
+            state.refs = []
             state.mark_finished()
             self._finished_count += 1
-            ready: list[NodeState] = []
-            for dependent in state.dependents:
-                if not dependent.is_finished:
-                    dependent.remaining -= 1
-                    if dependent.remaining == 0:
-                        ready.append(dependent)
+            ready = [d for d in state.dependents if not d.is_finished and _one_less(d)]
             state.dependents = []
             if ready:
                 self._dispatch(ready)
@@ -299,28 +318,12 @@ class RunScheduler(Waitable):
         if job.attempt <= policy.retries and failure.retryable and not self._cancelled:
             delay = policy.backoff_delay(job.attempt)
             state.node.status = NodeStatus.PENDING
-            if self._listeners or GLOBAL_BUS.listeners:
-                self._emit_node(
-                    "retrying",
-                    state,
-                    error=f"{failure.exc_type}: {failure.message}",
-                    retry_in=delay,
-                )
-            self._loop.call_later(delay, self._retry, state)
+            if self._emit.active:
+                error = f"{failure.exc_type}: {failure.message}"
+                self._emit.node("retrying", state.node, error=error, retry_in=delay)
+            self._loop.call_later(delay, self._guarded, self._retry, state)
             return
-        error = ToolError(
-            node_id=state.node.node_id,
-            tool=state.node.tool,
-            exc_type=failure.exc_type,
-            message=failure.message,
-            traceback=failure.traceback,
-            run_id=self.run_id,
-            attempts=job.attempt,
-            original=failure.original,
-        )
-        if failure.original is not None:
-            error.__cause__ = failure.original
-        self._fail(state, error)
+        self._fail(state, tool_error(self.run_id, state, job, failure))
 
     def _retry(self, state: NodeState) -> None:
         if not state.is_finished and not self._cancelled:
@@ -337,18 +340,11 @@ class RunScheduler(Waitable):
     def _skip(self, state: NodeState, failed: NodeState) -> None:
         upstream = failed.error
         if isinstance(upstream, ToolError):
-            error: BaseException = ToolError(
-                node_id=state.node.node_id,
-                tool=state.node.tool,
-                exc_type=upstream.exc_type,
-                message=upstream.message,
-                traceback=upstream.traceback,
-                run_id=self.run_id,
-                upstream=upstream.upstream or upstream.node_id,
-            )
+            error: BaseException = skipped_error(self.run_id, state, upstream)
+            status = NodeStatus.SKIPPED
         else:
             error = upstream if upstream is not None else self._cancel_error()
-        status = NodeStatus.SKIPPED if isinstance(upstream, ToolError) else NodeStatus.CANCELLED
+            status = NodeStatus.CANCELLED
         self._finish(state, status, error, status.value)  # type: ignore[arg-type]
         self._skip_dependents(state)
 
@@ -362,8 +358,7 @@ class RunScheduler(Waitable):
             current.dependents = []
 
     def _fill_slots(self) -> None:
-        limit = self.max_concurrency
-        ready = self._ready
+        limit, ready = self.max_concurrency, self._ready
         batch: list[NodeState] = []
         while ready and (limit is None or self._running + len(batch) < limit):
             batch.append(ready.popleft())
@@ -377,12 +372,14 @@ class RunScheduler(Waitable):
         node.status = status
         node.finished_at = time.time()
         state.error = error
+        state.cell = state.args = None
+        state.refs = []
         if isinstance(error, ToolError):
             node.error = error.to_dict()
         else:
             node.error = {"exc_type": type(error).__name__, "message": str(error)}
-        if self._listeners or GLOBAL_BUS.listeners:
-            self._emit_node(kind, state, error=str(error))
+        if self._emit.active:
+            self._emit.node(kind, node, error=str(error))
         state.mark_finished()
         self._finished_count += 1
 
@@ -395,8 +392,12 @@ class RunScheduler(Waitable):
         self._drain()
         self._cancelled = True
         self.cancel_reason = reason
-        error = self._cancel_error()
         self._ready.clear()
+        self._stop_all(self._cancel_error())
+        self._maybe_finish()
+
+    def _stop_all(self, error: BaseException) -> None:
+        """Finish every unfinished node as cancelled with ``error``; stop the running ones."""
         for state in list(self._nodes.values()):
             if state.is_finished:
                 continue
@@ -406,10 +407,29 @@ class RunScheduler(Waitable):
                 self._running -= 1
                 try:
                     self.executor.cancel(job)
-                except Exception:
-                    pass
+                except Exception:  # the node is cancelled here either way; say why it may run
+                    log.exception("could not stop node %s on %s", job.key, self.executor.name)
             self._finish(state, NodeStatus.CANCELLED, error, "cancelled")
-        self._maybe_finish()
+
+    def _break(self, exc: BaseException) -> None:
+        """An internal error: log it, fail the run with it, stop what still runs — never hang."""
+        log.error("internal error in run %s", self.run_id, exc_info=exc)
+        error = internal_error(self.run_id, exc)
+        if self.failure is None or isinstance(self.failure, ToolError):
+            self.failure = error
+        self._body_done = self._cancelled = True
+        self.cancel_reason = f"failed on an internal error ({type(exc).__name__})"
+        try:
+            self._stop_all(error)
+        except Exception:
+            log.exception("could not stop the nodes of run %s after an internal error", self.run_id)
+            for state in self._nodes.values():
+                if not state.is_finished:
+                    state.error = error
+                    state.mark_finished()
+        if not self.is_finished:
+            self.status = "failed"
+            self.mark_finished()
 
     def _maybe_finish(self) -> None:
         if self.is_finished or not self._body_done or self._finished_count != len(self._nodes):
@@ -423,43 +443,14 @@ class RunScheduler(Waitable):
         self._emit_run("run_finished")
         self.mark_finished()
 
-    # -- events ---------------------------------------------------------------------------
-    def _emit_node(
-        self,
-        kind: NodeEventType,
-        state: NodeState,
-        *,
-        error: str | None = None,
-        retry_in: float | None = None,
-    ) -> None:
-        node = state.node
-        event = NodeEvent(
-            type=kind,
-            run_id=self.run_id,
-            graph_id=self.graph_id,
-            node_id=node.node_id,
-            tool=node.tool,
-            status=node.status,
-            attempt=node.attempts,
-            ts=time.time(),
-            duration=node.duration if kind in ("done", "failed") else None,
-            error=error,
-            retry_in=retry_in,
-        )
-        dispatch(self._listeners + GLOBAL_BUS.listeners, event)
+    def _emit_run(self, kind: RunEventType) -> None:
+        if self._emit.active:
+            error = str(self.failure) if self.failure else self.cancel_reason
+            counts = self.graph.status_counts()
+            self._emit.run(kind, self.status, counts, error if kind == "run_finished" else None)
 
-    def _emit_run(self, kind: str) -> None:
-        listeners = self._listeners + GLOBAL_BUS.listeners
-        if not listeners:
-            return
-        error = str(self.failure) if self.failure else self.cancel_reason
-        event = RunEvent(
-            type=kind,  # type: ignore[arg-type]
-            run_id=self.run_id,
-            graph_id=self.graph_id,
-            status=self.status,
-            ts=time.time(),
-            counts=self.graph.status_counts(),
-            error=error if kind == "run_finished" else None,
-        )
-        dispatch(listeners, event)
+
+def _one_less(dependent: NodeState) -> bool:
+    """Count one input of ``dependent`` as ready; True when it has no input left to wait for."""
+    dependent.remaining -= 1
+    return dependent.remaining == 0

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aethergraph.errors import ConfigurationError, GraphInputError
+from aethergraph.graph.task_graph import TaskGraph
 from aethergraph.registry import current_registry
+from aethergraph.services.context import NodeContext
+from aethergraph.tracing.active import active_run
+from aethergraph.tracing.execute import execute_graph, execute_inline
 
 
 class GraphFunction:
@@ -45,8 +49,10 @@ class GraphFunction:
         self.outputs = list(outputs or [])
         self.version = version
         self.registry_key: str | None = None
-        self.last_graph: Any = None
-        self.last_context: Any = None
+        #: the TaskGraph of the latest run (live while it runs): structure, statuses, timings
+        self.last_graph: TaskGraph | None = None
+        self.last_context: NodeContext | None = None
+        #: the memory events of the latest finished run
         self.last_memory_snapshot: Any = None
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -104,11 +110,15 @@ class GraphFunction:
     def wants_context(self) -> bool:
         return self._wants_context
 
+    def remember(self, graph: TaskGraph, context: NodeContext, snapshot: Any) -> None:
+        """Record a run for inspection (``last_graph`` / ``last_context`` /
+        ``last_memory_snapshot``), all three from the same run."""
+        self.last_graph = graph
+        self.last_context = context
+        self.last_memory_snapshot = snapshot
+
     async def __call__(self, *args: Any, **inputs: Any) -> dict[str, Any]:
         """Run the graph (or, inside another graph body, run inline) and return its outputs."""
-        from aethergraph.tracing.active import active_run
-        from aethergraph.tracing.execute import execute_graph, execute_inline
-
         bound = self.bind_inputs(args, inputs)
         run = active_run.get()
         if run is not None:
@@ -142,11 +152,10 @@ def graph_fn(
     def decorate(fn: Callable[..., Any]) -> GraphFunction:
         gf = GraphFunction(name, fn, inputs, outputs, version)
         registry = current_registry()
-        if registry is not None:
-            registry.register(nspace="graphfn", name=name, version=version, obj=gf)
-            gf.registry_key = f"graphfn:{name}@{version}"
-            if agent is not None:
-                registry.register(nspace="agent", name=agent, version=version, obj=gf)
+        registry.register(nspace="graphfn", name=name, version=version, obj=gf)
+        gf.registry_key = f"graphfn:{name}@{version}"
+        if agent is not None:
+            registry.register(nspace="agent", name=agent, version=version, obj=gf)
         return gf
 
     return decorate

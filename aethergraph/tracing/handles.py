@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 from aethergraph import runtime_loop
 from aethergraph.codec import contains_offloaded, materialize
 from aethergraph.errors import RuntimeUsageError, UnknownOutputError
-from aethergraph.graph.refs import PathItem, RefBase
-from aethergraph.services.runtime.registry import current_services
+from aethergraph.graph.refs import PathItem
+from aethergraph.scheduling.node_state import RunRef
 
 if TYPE_CHECKING:
-    from aethergraph.scheduling.scheduler import NodeState, RunScheduler
+    from aethergraph.scheduling.node_state import NodeState
 
 _ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
 
 
-def _wait_sync(state: NodeState) -> dict[str, Any]:
+def _wait_sync(state: NodeState) -> None:
     if not state.is_finished:
         if runtime_loop.in_runtime_thread():
             raise RuntimeUsageError(
@@ -34,24 +34,22 @@ def _wait_sync(state: NodeState) -> dict[str, Any]:
                 "AetherGraph runtime thread, which would deadlock; use 'await' here"
             )
         state.wait_sync()
-    return state.result()
 
 
-class _Bound(RefBase):
-    """Shared part of handles and refs: the run and node they belong to."""
+class _Bound(RunRef):
+    """Shared part of handles and refs: the run and node they belong to, and its outputs.
 
-    __slots__ = ("_run", "_state")
+    Offloaded values (large outputs kept in the artifact store) are loaded from *the run's*
+    artifact store — the executor's shared one on Celery — when the value is used.
+    """
 
-    def __init__(self, run: RunScheduler, state: NodeState, path: tuple[PathItem, ...]) -> None:
-        self._ref_node = state.node.node_id
-        self._ref_path = path
-        self._run = run
-        self._state = state
+    __slots__ = ()
 
     def _value(self) -> Any:
-        value = self._extract(_wait_sync(self._state))
+        _wait_sync(self._state)
+        value = self._extract(self._outputs())
         if type(value) not in _ATOMIC and contains_offloaded(value):
-            value = runtime_loop.run_sync(materialize(value, current_services().builtins.artifacts))
+            value = runtime_loop.run_sync(materialize(value, self._run.builtins.artifacts))
         return value
 
     def _extract(self, outputs: dict[str, Any]) -> Any:
@@ -69,9 +67,9 @@ class _Bound(RefBase):
         state = self._state
         if not state.is_finished:
             await state.wait_async()
-        value = self._extract(state.result())
+        value = self._extract(self._outputs())
         if type(value) not in _ATOMIC and contains_offloaded(value):
-            store = current_services().builtins.artifacts
+            store = self._run.builtins.artifacts
             value = await runtime_loop.run_here(materialize(value, store))
         return value
 
@@ -90,12 +88,6 @@ class NodeHandle(_Bound):
 
     __slots__ = ()
 
-    def __init__(self, run: RunScheduler, state: NodeState) -> None:
-        self._ref_node = state.node.node_id
-        self._ref_path = ()
-        self._run = run
-        self._state = state
-
     @property
     def node_id(self) -> str:
         """The id of the node in the run's TaskGraph (the one attribute that is not an output)."""
@@ -108,7 +100,7 @@ class NodeHandle(_Bound):
                 f"tool {self._state.tool.name!r} declares outputs {list(declared)}; "
                 f"{key!r} is not one of them"
             )
-        return Ref(self._run, self._state, (key,))
+        return Ref(self._run, self._state, self._cell, (key,))
 
     def __getattr__(self, name: str) -> Ref:
         if name.startswith("_"):
@@ -140,7 +132,7 @@ class Ref(_Bound):
     __slots__ = ()
 
     def __getitem__(self, key: PathItem) -> Ref:
-        return Ref(self._run, self._state, (*self._ref_path, key))
+        return Ref(self._run, self._state, self._cell, (*self._ref_path, key))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -11,11 +11,11 @@ import functools
 from collections.abc import Callable
 from typing import Any, overload
 
-from aethergraph.context import NodeContext, current_context, reset_context, set_context
 from aethergraph.errors import ConfigurationError
 from aethergraph.graph.refs import RefBase, collect_refs
 from aethergraph.graph.tool_spec import ToolPolicy, ToolSpec
 from aethergraph.registry import current_registry
+from aethergraph.services.context import NodeContext, current_context, reset_context, set_context
 from aethergraph.tracing.active import active_run
 from aethergraph.tracing.handles import NodeHandle
 
@@ -74,7 +74,8 @@ class Tool:
         for value in inputs.values():
             if type(value) not in _ATOMIC:
                 collect_refs(value, refs)
-        return NodeHandle(run, run.add_node(spec, inputs, refs))
+        state, cell = run.add_node(spec, inputs, refs)
+        return NodeHandle(run, state, cell)
 
     # -- outside a graph: plain Python ----------------------------------------------------
     def _plain_context(

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from aethergraph.context import NodeContext, require_context
+from aethergraph.services.context import NodeContext, require_context
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -13,9 +13,11 @@ loop, so loop-bound clients opened in ``start()`` live on the loop where tools r
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,7 @@ class ServiceRegistry:
         self._services: dict[str, Any] = {}
         self._started: dict[int, Any] = {}  # id(instance) -> instance, for instances we started
         self._builtins: BuiltinBackends | None = None
+        self._lifecycle_tasks: set[asyncio.Task[None]] = set()  # kept until done (D9)
         self.serving = False
 
     # -- built-ins -------------------------------------------------------------------------
@@ -97,11 +100,12 @@ class ServiceRegistry:
         """Replace some built-in backends (the others stay as they are)."""
         with self._lock:
             current = self.builtins
+            # "is None", not "or": an empty in-memory store is falsy but still a choice
             self._builtins = BuiltinBackends(
-                channel=channel or current.channel,
-                memory=memory or current.memory,
-                kv=kv or current.kv,
-                artifacts=artifacts or current.artifacts,
+                channel=current.channel if channel is None else channel,
+                memory=current.memory if memory is None else memory,
+                kv=current.kv if kv is None else kv,
+                artifacts=current.artifacts if artifacts is None else artifacts,
             )
             return self._builtins
 
@@ -194,11 +198,20 @@ class ServiceRegistry:
             except Exception:
                 log.exception("closing service %r failed", svc)
 
-    def _run_lifecycle(self, coro: Any) -> None:
+    def _run_lifecycle(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Start or close a service on the runtime loop: in the background when called there
+        (the task is kept and its failure logged), else waiting for it."""
         if runtime_loop.in_runtime_thread():
-            runtime_loop.get_loop().create_task(coro)
+            task = runtime_loop.get_loop().create_task(coro)
+            self._lifecycle_tasks.add(task)
+            task.add_done_callback(self._lifecycle_done)
         else:
             runtime_loop.run_sync(coro)
+
+    def _lifecycle_done(self, task: asyncio.Task[None]) -> None:
+        self._lifecycle_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("starting or closing a service failed", exc_info=task.exception())
 
 
 _REGISTRY = ServiceRegistry()

@@ -18,7 +18,11 @@ from aethergraph.services.builtins.channel import Channel
 from aethergraph.services.builtins.kv import KVStore
 from aethergraph.services.builtins.memory import Memory
 from aethergraph.services.node_logger import node_logger
-from aethergraph.services.runtime.registry import ServiceRegistry, current_services
+from aethergraph.services.runtime.registry import (
+    BuiltinBackends,
+    ServiceRegistry,
+    current_services,
+)
 
 _current: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar(
     "aethergraph_node_context", default=None
@@ -55,7 +59,7 @@ class ServiceAccessor:
 class NodeContext:
     """The runtime context injected as ``context`` into graph bodies and tools."""
 
-    __slots__ = ("attempt", "graph_id", "node_id", "run_id", "services")
+    __slots__ = ("_builtins", "attempt", "graph_id", "node_id", "run_id", "services")
 
     def __init__(
         self,
@@ -65,12 +69,23 @@ class NodeContext:
         node_id: str,
         attempt: int = 1,
         services: ServiceRegistry | None = None,
+        builtins: BuiltinBackends | None = None,
     ) -> None:
         self.run_id = run_id
         self.graph_id = graph_id
         self.node_id = node_id
         self.attempt = attempt
         self.services = services or current_services()
+        # A run on a distributed executor shares memory/kv/artifacts with its workers: its
+        # context carries the executor's backends instead of the process's own (which no
+        # executor ever replaces).
+        self._builtins = builtins
+
+    @property
+    def _backends(self) -> BuiltinBackends:
+        """The built-in backends this context's services use (private: every public name of a
+        context is reserved against custom services)."""
+        return self._builtins if self._builtins is not None else self.services.builtins
 
     # -- built-in services --------------------------------------------------------------
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -80,7 +95,7 @@ class NodeContext:
     def channel(self) -> Channel:
         """Messages to the user (console by default): ``await channel().send_text(...)``."""
         return Channel(
-            self.services.builtins.channel,
+            self._backends.channel,
             run_id=self.run_id,
             graph_id=self.graph_id,
             node_id=self.node_id,
@@ -89,7 +104,7 @@ class NodeContext:
     def memory(self) -> Memory:
         """The run-scoped event log shared by every node of this run."""
         return Memory(
-            self.services.builtins.memory,
+            self._backends.memory,
             run_id=self.run_id,
             graph_id=self.graph_id,
             node_id=self.node_id,
@@ -97,11 +112,11 @@ class NodeContext:
 
     def artifacts(self) -> ArtifactStore:
         """The content-addressed artifact store."""
-        return self.services.builtins.artifacts
+        return self._backends.artifacts
 
     def kv(self) -> KVStore:
         """A small key/value store with TTLs."""
-        return self.services.builtins.kv
+        return self._backends.kv
 
     # -- custom services ----------------------------------------------------------------
     def __getattr__(self, name: str) -> ServiceAccessor:

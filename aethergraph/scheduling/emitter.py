@@ -1,0 +1,71 @@
+"""Building and sending one run's events (no event object is built when nobody listens)."""
+
+from __future__ import annotations
+
+import time
+
+from aethergraph.graph.task_graph import TaskNode
+from aethergraph.scheduling.events import (
+    GLOBAL_BUS,
+    Listener,
+    NodeEvent,
+    NodeEventType,
+    RunEvent,
+    RunEventType,
+    dispatch,
+)
+
+
+class RunEmitter:
+    """Sends the events of one run to its own listener and to the global bus."""
+
+    __slots__ = ("graph_id", "listeners", "run_id")
+
+    def __init__(self, run_id: str, graph_id: str, on_event: Listener | None) -> None:
+        self.run_id = run_id
+        self.graph_id = graph_id
+        self.listeners: tuple[Listener, ...] = (on_event,) if on_event else ()
+
+    @property
+    def active(self) -> bool:
+        """Is anybody listening? (checked before building an event, on the hot path)"""
+        return bool(self.listeners or GLOBAL_BUS.listeners)
+
+    def node(
+        self,
+        kind: NodeEventType,
+        node: TaskNode,
+        *,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        event = NodeEvent(
+            type=kind,
+            run_id=self.run_id,
+            graph_id=self.graph_id,
+            node_id=node.node_id,
+            tool=node.tool,
+            status=node.status,
+            attempt=node.attempts,
+            ts=time.time(),
+            duration=node.duration if kind in ("done", "failed") else None,
+            error=error,
+            retry_in=retry_in,
+        )
+        dispatch(self.listeners + GLOBAL_BUS.listeners, event)
+
+    def run(
+        self, kind: RunEventType, status: str, counts: dict[str, int], error: str | None
+    ) -> None:
+        listeners = self.listeners + GLOBAL_BUS.listeners
+        if listeners:
+            event = RunEvent(
+                type=kind,
+                run_id=self.run_id,
+                graph_id=self.graph_id,
+                status=status,
+                ts=time.time(),
+                counts=counts,
+                error=error,
+            )
+            dispatch(listeners, event)

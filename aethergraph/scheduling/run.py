@@ -1,0 +1,183 @@
+"""A run: one execution of a graph, from choosing its executor to its last node.
+
+This is the one home of a run's lifecycle. ``run`` / ``run_async`` / ``submit`` and
+``await graph_fn(...)`` all come here with one typed :class:`RunOptions`:
+
+1. :meth:`Run.open` resolves the executor (instance, name or settings) and starts it once per
+   process however many runs share it, starts the registered services, paces the GC, and builds
+   the :class:`RunScheduler` with the built-in backends of the executor (the Celery executor's
+   Redis-backed ones, else the process's own) — nothing process-wide is switched.
+2. The tracing layer runs the graph body into it (:mod:`aethergraph.tracing.execute`).
+3. :meth:`Run.finish` waits for every node and raises the run's failure or cancellation;
+   :meth:`Run.abort` cancels a run whose body raised and says which error to raise.
+4. :meth:`Run.close` ends GC pacing and takes the memory snapshot off the event loop.
+
+A worker-side continuation (workers dispatching a finished node's ready dependents themselves)
+fits here without another redesign: readiness lives only in the scheduler's outcome handling, so
+an executor that reports "node X done, and I started its dependents Y, Z" would hand the
+scheduler outcomes plus adopted jobs through the same queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aethergraph import runtime_loop
+from aethergraph.errors import ConfigurationError, RunCancelledError
+from aethergraph.execution.base import Executor
+from aethergraph.execution.select import ensure_started, needs_start, resolve_executor
+from aethergraph.graph.task_graph import TaskGraph
+from aethergraph.scheduling import gc_pacing
+from aethergraph.scheduling.events import Listener
+from aethergraph.scheduling.scheduler import RunScheduler
+from aethergraph.services.builtins.memory import InMemoryMemoryBackend
+from aethergraph.services.context import NodeContext
+from aethergraph.services.runtime.registry import current_services
+from aethergraph.settings import get_settings
+
+log = logging.getLogger("aethergraph")
+
+GRAPH_NODE_ID = "graph"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How to run a graph (every entry point takes these; all are optional).
+
+    ``executor``: an ``Executor``, ``"local"``, ``"celery"``, or ``None`` for the settings'
+    choice. ``max_concurrency``: nodes running at once (``None``: the settings' value, unbounded
+    by default). ``fail_fast``: cancel the rest of the run at the first failed node. ``on_event``:
+    a callable for this run's events. ``run_id``: the run's id (a fresh one if ``None``).
+    """
+
+    executor: Executor | str | None = None
+    max_concurrency: int | None = None
+    fail_fast: bool = False
+    on_event: Listener | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        executor = self.executor
+        if executor is not None and not isinstance(executor, (Executor, str)):
+            raise ConfigurationError(
+                f"executor must be an Executor instance or a name like 'local', got {executor!r}"
+            )
+        limit = self.max_concurrency
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise ConfigurationError(
+                f"max_concurrency must be a positive int or None, got {limit!r}"
+            )
+        if not isinstance(self.fail_fast, bool):
+            raise ConfigurationError(f"fail_fast must be True or False, got {self.fail_fast!r}")
+        if self.on_event is not None and not callable(self.on_event):
+            raise ConfigurationError(f"on_event must be callable, got {self.on_event!r}")
+        if self.run_id is not None and (not isinstance(self.run_id, str) or not self.run_id):
+            raise ConfigurationError(f"run_id must be a non-empty string, got {self.run_id!r}")
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        """The option names (a graph input with one of these names cannot be a keyword)."""
+        return frozenset(f.name for f in fields(cls))
+
+
+async def _prepare(executor: Executor) -> None:
+    services = current_services()
+    if services.needs_start():
+        await services.start_all()
+    await ensure_started(executor)
+
+
+class Run:
+    """One run of a graph: its executor, scheduler and context."""
+
+    def __init__(self, scheduler: RunScheduler, gc_counted: bool) -> None:
+        self.scheduler = scheduler
+        self.run_id = scheduler.run_id
+        self.graph = scheduler.graph
+        self.context = NodeContext(
+            run_id=scheduler.run_id,
+            graph_id=scheduler.graph_id,
+            node_id=GRAPH_NODE_ID,
+            builtins=scheduler.builtins,
+        )
+        self._gc_counted = gc_counted
+        self._closed = False
+
+    @classmethod
+    async def open(cls, graph: TaskGraph, options: RunOptions) -> Run:
+        """Start everything the run needs (from any event loop) and return it, running."""
+        executor = resolve_executor(options.executor)
+        if needs_start(executor) or current_services().needs_start():
+            await runtime_loop.run_here(_prepare(executor))
+        limit = options.max_concurrency
+        if limit is None:
+            limit = get_settings().max_concurrency
+        if options.run_id:
+            graph.run_id = options.run_id
+        scheduler = RunScheduler(
+            graph,
+            executor,
+            builtins=executor.builtins() or current_services().builtins,
+            max_concurrency=limit,
+            fail_fast=options.fail_fast,
+            on_event=options.on_event,
+        )
+        return cls(scheduler, gc_pacing.run_started())
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.scheduler.cancel(reason)
+
+    async def finish(self) -> None:
+        """The body returned: wait for every node; raise the run's failure or cancellation."""
+        run = self.scheduler
+        run.body_finished()
+        try:
+            await run.wait_async()
+        except asyncio.CancelledError:
+            run.cancel("cancelled")
+            raise
+        if run.status == "failed" and run.failure is not None:
+            raise run.failure
+        if run.status == "cancelled":
+            raise RunCancelledError(run.run_id, run.cancel_reason or "cancelled")
+
+    async def abort(self, exc: BaseException) -> BaseException:
+        """The body raised ``exc``: cancel the rest, wait until it settled, and return the error
+        to raise — the run's first node failure when the body only saw its consequence (a
+        cancelled node's error after ``fail_fast``), else ``exc``."""
+        run = self.scheduler
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        run.cancel(
+            "cancelled"
+            if cancelled
+            else f"cancelled because the graph body raised {type(exc).__name__}"
+        )
+        run.body_finished()
+        try:
+            await asyncio.shield(run.wait_async())
+        except asyncio.CancelledError:
+            if not cancelled:
+                raise
+        if isinstance(exc, RunCancelledError) and run.failure is not None:
+            return run.failure
+        return exc
+
+    async def close(self) -> Any:
+        """End the run's GC pacing; return its memory snapshot (read off the event loop)."""
+        if self._closed:
+            return None
+        self._closed = True
+        gc_pacing.run_finished(self._gc_counted)
+        memory = self.scheduler.builtins.memory
+        try:
+            if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed
+                return memory.snapshot(self.run_id)
+            return await asyncio.to_thread(memory.snapshot, self.run_id)  # a Redis round trip
+        except Exception:
+            log.warning("could not read the memory of run %s", self.run_id, exc_info=True)
+            return None
