@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from aethergraph.errors import AetherGraphError, ConfigurationError
+# CodecError lives in errors.py with the rest of the hierarchy; re-exported here for old imports.
+from aethergraph.errors import CodecError, ConfigurationError
 
 if TYPE_CHECKING:
     from aethergraph.services.builtins.artifacts import ArtifactStore
@@ -69,17 +70,6 @@ _FIX = (
     "Return JSON-compatible data (dict/list/str/int/float/bool/None), a pydantic model or "
     "bytes; save big or binary data with context.artifacts() and pass its URI."
 )
-
-
-class CodecError(AetherGraphError, TypeError):
-    """A value could not be encoded, or a message could not be decoded.
-
-    ``path`` says where in the structure the bad value was (e.g. ``args['rows'][3]['when']``).
-    """
-
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 class _Failure(Exception):

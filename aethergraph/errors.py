@@ -6,7 +6,8 @@ kind of mistake it is (a missing output is a ``ValueError``, an unknown service 
 ``AttributeError``), our class derives from that type too, so existing ``except`` clauses and the
 seed API's promises ("a missing key raises ``ValueError``") keep working.
 
-Messages say what was wrong *and* how to fix it.
+Messages say what was wrong *and* how to fix it. Every class is listed in ``__all__`` (one list,
+kept sorted) and documented in docs/errors.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,31 @@ class ConfigurationError(AetherGraphError, ValueError):
     """A setting, decorator option or entry-point argument is invalid."""
 
 
+class ConfigurationTypeError(ConfigurationError, TypeError):
+    """An entry-point argument has the wrong type (for example a listener that is not callable).
+
+    It is a :class:`ConfigurationError` like every other bad argument, and also a ``TypeError``
+    because that is what Python itself raises for a value of the wrong type, and what callers
+    caught before this class existed.
+    """
+
+
+class CodecError(AetherGraphError, TypeError, ValueError):
+    """A value could not be encoded, or a message could not be decoded.
+
+    Both builtin bases on purpose, mirroring :mod:`json`: a value of a type the codec does not
+    support is a ``TypeError`` (as in ``json.dumps``), malformed data is a ``ValueError`` (as in
+    ``json.loads``). One class covers both, so ``except TypeError`` (what this class was before)
+    and ``except ValueError`` (what JSON code expects of bad data) both keep catching it.
+
+    ``path`` says where in the structure the bad value was (e.g. ``args['rows'][3]['when']``).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class GraphInputError(AetherGraphError, TypeError):
     """A graph was called with missing, unknown or malformed inputs."""
 
@@ -32,6 +58,13 @@ class ToolCallError(AetherGraphError, TypeError):
 
 class OutputContractError(AetherGraphError, ValueError):
     """A tool or graph did not return what it declared in ``outputs=[...]``."""
+
+
+class UnknownOutputError(AetherGraphError, KeyError):
+    """A handle was asked for an output its tool does not produce."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
 
 
 class RegistryLookupError(AetherGraphError, LookupError):
@@ -80,6 +113,10 @@ class WorkerUnavailableError(AetherGraphError, RuntimeError):
 
 class BrokerUnavailableError(AetherGraphError, ConnectionError):
     """The broker (Redis) could not be reached for longer than the configured bound."""
+
+
+class NodeLostError(AetherGraphError, RuntimeError):
+    """A dispatched node's message vanished from the broker and no outcome will come."""
 
 
 class InternalError(AetherGraphError, RuntimeError):
@@ -189,10 +226,13 @@ __all__ = [
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",
     "BrokerUnavailableError",
+    "CodecError",
     "ConfigurationError",
+    "ConfigurationTypeError",
     "GraphInputError",
     "InternalError",
     "NoActiveContextError",
+    "NodeLostError",
     "NodeTimeoutError",
     "OutputContractError",
     "RegistryLookupError",
@@ -203,17 +243,8 @@ __all__ = [
     "ServiceUsageError",
     "ToolCallError",
     "ToolError",
+    "UnknownOutputError",
     "UnknownServiceError",
     "WorkerUnavailableError",
     "qualified_name",
 ]
-
-
-class UnknownOutputError(AetherGraphError, KeyError):
-    """A handle was asked for an output its tool does not produce."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-__all__ += ["UnknownOutputError"]

@@ -7,8 +7,38 @@ everything of ours with ``SCAN MATCH ag:*``.
 
 from __future__ import annotations
 
+import re
+
+from aethergraph.errors import ConfigurationError
+
 DEFAULT_NAMESPACE = "ag"
 DEFAULT_QUEUE = "aethergraph"
+
+#: What a namespace may be. Each excluded character breaks a name built here: ``:`` separates
+#: the parts of a key (namespace ``a:b`` would read and delete namespace ``a``'s keys), ``.``
+#: separates namespace and queue (``a.*``, the queues of namespace ``a``, would match those of
+#: ``a.b``), ``*?[]`` are glob characters in ``SCAN MATCH`` patterns, and whitespace or control
+#: characters make keys unreadable in ``redis-cli``. It is part of every key, hence the length cap.
+NAMESPACE_RULE = (
+    "1 to 64 characters, each a letter, digit, '_' or '-' (for example 'ag' or 'prod-eu')"
+)
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_namespace(namespace: object) -> str:
+    """``namespace`` if it is a valid key namespace, else a :class:`ConfigurationError`.
+
+    The one rule for namespaces: ``Settings`` applies it when ``AETHERGRAPH_NAMESPACE`` is read
+    (so a bad value fails at start-up, naming the variable), and :class:`Keys` applies it again
+    for namespaces given in code.
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"invalid key namespace {namespace!r}: it must be {NAMESPACE_RULE}; it prefixes "
+            "every Redis key and queue name, so ':', '.', spaces and glob characters would "
+            "mix it up with other namespaces."
+        )
+    return namespace
 
 
 class Keys:
@@ -17,11 +47,7 @@ class Keys:
     __slots__ = ("ns",)
 
     def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
-        if not namespace or ":" in namespace or " " in namespace:
-            raise ValueError(
-                f"namespace must be a non-empty word without ':' or spaces: {namespace!r}"
-            )
-        self.ns = namespace
+        self.ns = check_namespace(namespace)
 
     # key/value service
     def kv(self, key: str) -> str:
@@ -52,6 +78,26 @@ class Keys:
 
     def workers_pattern(self) -> str:
         return f"{self.ns}:worker:*"
+
+    def workers_index(self) -> str:
+        """The index of live workers, so discovery never has to SCAN the keyspace.
+
+        A sorted set: member = worker id, score = the epoch seconds of its last heartbeat. A
+        worker writes, on every heartbeat, its hash at :meth:`worker` (with a TTL) *first* and
+        then ``ZADD <index> <now> <worker id>``; on a clean stop it does ``ZREM`` and ``DEL``.
+        Readers list the members, read their hashes in one pipeline and ignore members whose
+        hash expired (a dead worker); any reader may prune members scored long ago.
+        """
+        return f"{self.ns}:workers"
+
+    @staticmethod
+    def celery_unacked() -> str:
+        """kombu's Redis hash of messages a worker holds and has not acknowledged yet.
+
+        Field = the message's ``delivery_tag`` (the client sets it to the task id). Not in our
+        namespace: kombu names it (``kombu.transport.redis.Channel.unacked_key``).
+        """
+        return "unacked"
 
     def tool_queue(self, queue: str | None) -> str:
         """The Redis list (Celery queue) behind a logical queue name, inside the namespace.

@@ -7,14 +7,47 @@ behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aethergraph.errors import ConfigurationError
+from aethergraph.keys import check_namespace
+
+_MASK = "***"
+_URL_FIELDS = frozenset({"broker_url", "result_backend"})
+_REDIS_URL_FORMS = (
+    "redis://[[user]:password@]host:port/db, rediss://… for TLS, or unix:///path/to.sock"
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked as ``***``: the one way AetherGraph shows a URL.
+
+    Every error message, ``repr`` and log line that shows a broker or Redis URL goes through
+    here, so a password never reaches a terminal, a log file or a bug report. Parsing is kombu's
+    ``maybe_sanitize_url`` (what Celery itself uses for its banner), so we agree with Celery on
+    what the credentials are; it also drops the query string, which is where a
+    ``unix://…?password=`` keeps its secret. kombu only masks what it can parse as a URL, and an
+    *invalid* URL is exactly what an error message has to show: when kombu cannot parse it
+    (no ``://``, a non-numeric port) everything before the last ``@`` after the scheme is
+    masked instead, because that is where credentials sit in anything URL-shaped.
+    """
+    if "://" in url:
+        try:
+            return str(maybe_sanitize_url(url, mask=_MASK))
+        except ValueError:
+            pass  # malformed (e.g. a port that is not a number): mask by hand below
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url  # no credentials anywhere
+    scheme, sep, _credentials = head.partition("://")
+    return f"{scheme}{sep}{_MASK}@{tail}" if sep else f"{_MASK}@{tail}"
 
 
 def _default_artifacts_dir() -> Path:
@@ -60,11 +93,29 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a node waits for a live worker serving its tool before failing.",
     )
+    broker_outage_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the broker may stay unreachable before the nodes waiting on it fail "
+        "with BrokerUnavailableError (shorter blips are retried with backoff).",
+    )
+    lost_message_check: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between checks that dispatched Celery messages still exist in the "
+        "broker (queued or held by a worker); a node whose message vanished fails.",
+    )
     max_pack: int = Field(
         default=64,
         ge=1,
         description="Most nodes of one tool sent in one Celery message when many are ready at "
         "once (1: one message per node).",
+    )
+    async_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Workers: async nodes of one Celery message (a pack) run at once per slot "
+        "(1: one after another, so a worker never runs more nodes than its -c slots).",
     )
     artifacts_backend: Literal["auto", "filesystem", "redis"] = Field(
         default="auto",
@@ -86,17 +137,62 @@ class Settings(BaseSettings):
         description="Generation-0 GC threshold while graphs run (0: leave the collector alone).",
     )
 
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (``values`` win over it) and validate everything.
+
+        Invalid settings raise :class:`ConfigurationError` instead of pydantic's
+        ``ValidationError``: one error type for every bad setting, and a message that never
+        contains a password (see :func:`settings_error`).
+        """
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            error = settings_error(exc, "invalid AETHERGRAPH_* settings", given=values)
+        else:
+            return
+        raise error  # outside the except: no __context__ holding pydantic's unredacted message
+
     @field_validator("broker_url", "result_backend")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                f"must be a Redis URL (redis://[:password@]host:port/db, rediss:// for TLS, or "
-                f"unix:///path/to.sock), got {value.split('@')[-1]!r}"
+            raise ConfigurationError(
+                f"must be a Redis URL ({_REDIS_URL_FORMS}), got {redact_url(value)!r}"
             )
         return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        # the same rule as Keys, checked here so a bad value fails at load, naming the variable
+        return check_namespace(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr(settings) ends up in logs and bug reports: never with a password in it
+        for name, value in super().__repr_args__():
+            if name in _URL_FIELDS and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value
+
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, validated exactly as if they came from the environment.
+
+        This is how a command-line flag such as ``--broker`` overrides a setting: explicitly, for
+        the caller that asked, without writing to ``os.environ`` (which would leak the override
+        into everything else in the process). ``model_copy(update=...)`` alone would skip
+        validation, so the changes are validated first and then copied in.
+        """
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s) {unknown}; known: {sorted(type(self).model_fields)}"
+            )
+        # every field given explicitly, so the environment plays no part in the check
+        checked = type(self)(**{**self.model_dump(), **changes})
+        return self.model_copy(update={name: getattr(checked, name) for name in changes})
 
     @property
     def effective_result_backend(self) -> str | None:
@@ -109,16 +205,34 @@ class Settings(BaseSettings):
         return "celery" if self.broker_url else "local"
 
 
+def settings_error(
+    exc: ValidationError, what: str, *, given: Collection[str] = ()
+) -> ConfigurationError:
+    """A :class:`ConfigurationError` naming each bad setting and why.
+
+    A setting read from the environment is named by its ``AETHERGRAPH_*`` variable, one in
+    ``given`` (passed in code, or by a command-line flag) by its field name. pydantic's own
+    message is not used because it prints every rejected input in clear, and a rejected broker
+    URL usually carries a password: inputs are shown redacted for URL fields (the validator puts
+    the redacted URL in its message) and as given for the others.
+    """
+    lines = []
+    for error in exc.errors(include_url=False, include_context=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        label = name if name in given else f"AETHERGRAPH_{name.upper()}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if name not in _URL_FIELDS and "input" in error and repr(error["input"]) not in message:
+            message += f" (got {error['input']!r})"
+        lines.append(f"  {label}: {message}")
+    return ConfigurationError(
+        f"{what}:\n" + "\n".join(lines) + "\nFix (or unset) the settings named above."
+    )
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once (call ``reload_settings()`` after changing env)."""
-    try:
-        return Settings()
-    except ValidationError as exc:  # pragma: no cover - exercised via reload_settings in tests
-        raise ConfigurationError(
-            f"invalid AETHERGRAPH_* environment settings:\n{exc}\n"
-            "Fix or unset the variables named above."
-        ) from exc
+    return Settings()
 
 
 def reload_settings() -> Settings:

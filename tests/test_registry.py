@@ -246,3 +246,67 @@ def test_redefined_graph_replaces_registration() -> None:
 
     assert first is not second
     assert current_registry().get(nspace="graphfn", name="reg_redefined_graph") is second
+
+
+# -- PEP 440 ordering (packaging.version) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("versions", "latest"),
+    [
+        (["1.0", "1.0.post1"], "1.0.post1"),  # a post-release is newer than its release
+        (["1.0.post1", "1.0"], "1.0.post1"),
+        (["1.0.dev1", "1.0a1"], "1.0a1"),  # dev-releases come before the pre-releases
+        (["1.0", "1.0+local"], "1.0+local"),
+        (["1!0.1", "2.0"], "1!0.1"),  # an epoch wins over any release number
+    ],
+)
+def test_latest_version_follows_pep_440(reg: Registry, versions: list[str], latest: str) -> None:
+    for ver in versions:
+        reg.register(nspace="tool", name="t", version=ver, obj=ver)
+    assert reg.get(nspace="tool", name="t") == latest
+
+
+def test_post_release_sorts_after_release() -> None:
+    assert version_key("1.0.post1") > version_key("1.0")
+    ordered = ["1.0.dev0", "1.0a1", "1.0rc1", "1.0", "1.0.post1", "1.1"]
+    assert sorted(reversed(ordered), key=version_key) == ordered
+
+
+def test_equal_versions_spelled_differently_are_one_entry(reg: Registry) -> None:
+    assert version_key("1.0") == version_key("1.0.0")
+    reg.register(nspace="tool", name="t", version="1.0", obj="short")
+    assert reg.get(nspace="tool", name="t", version="1.0.0") == "short"
+    reg.register(nspace="tool", name="t", version="1.0.0", obj="long")  # replaces: same version
+    assert reg.get(nspace="tool", name="t", version="1.0") == "long"
+    assert [(e.version, e.obj) for e in reg.list("tool")] == [("1.0.0", "long")]
+    reg.unregister(nspace="tool", name="t", version="1")
+    assert reg.list("tool") == []
+
+
+@pytest.mark.parametrize("bad", ["latest", "1.0-beta-final", "v1..2", "1.0 rc"])
+def test_non_pep_440_version_is_refused_at_registration(reg: Registry, bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="not a PEP 440 version") as info:
+        reg.register(nspace="tool", name="t", version=bad, obj=1)
+    assert repr(bad) in str(info.value)
+    assert "1.2.0" in str(info.value)  # the message shows what a valid version looks like
+    assert reg.list() == []
+
+
+def test_tool_with_non_pep_440_version_fails_at_decoration() -> None:
+    with pytest.raises(ConfigurationError, match="PEP 440"):
+
+        @tool(name="reg_bad_version_probe", version="newest")
+        def probe() -> None:
+            return None
+
+    with pytest.raises(RegistryLookupError):
+        current_registry().get(nspace="tool", name="reg_bad_version_probe")
+
+
+def test_lookup_and_unregister_with_non_pep_440_version(reg: Registry) -> None:
+    reg.register(nspace="tool", name="t", version="1.0", obj=1)
+    with pytest.raises(RegistryLookupError, match="not a PEP 440 version"):
+        reg.get(nspace="tool", name="t", version="latest")
+    reg.unregister(nspace="tool", name="t", version="latest")  # nothing can be under it
+    assert reg.get(nspace="tool", name="t") == 1
