@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from aethergraph.graph.task_graph import TaskNode
 from aethergraph.scheduling.events import (
@@ -14,6 +15,9 @@ from aethergraph.scheduling.events import (
     RunEventType,
     dispatch,
 )
+
+if TYPE_CHECKING:
+    from aethergraph.scheduling.scheduler import RunScheduler
 
 
 class RunEmitter:
@@ -54,18 +58,17 @@ class RunEmitter:
         )
         dispatch(self.listeners + GLOBAL_BUS.listeners, event)
 
-    def run(
-        self, kind: RunEventType, status: str, counts: dict[str, int], error: str | None
-    ) -> None:
+    def run(self, kind: RunEventType, run: RunScheduler) -> None:
         listeners = self.listeners + GLOBAL_BUS.listeners
         if listeners:
+            error = str(run.failure) if run.failure else run.cancel_reason
             event = RunEvent(
                 type=kind,
                 run_id=self.run_id,
                 graph_id=self.graph_id,
-                status=status,
+                status=run.status,
                 ts=time.time(),
-                counts=counts,
-                error=error,
+                counts=run.graph.status_counts(),
+                error=error if kind == "run_finished" else None,
             )
             dispatch(listeners, event)

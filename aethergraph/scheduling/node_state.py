@@ -17,15 +17,20 @@ its nodes' inputs hold plain :class:`~aethergraph.graph.refs.RefSpec` references
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from aethergraph.graph.refs import PathItem, RefBase
+from aethergraph.errors import RuntimeUsageError
+from aethergraph.graph.refs import PathItem, RefBase, RefSpec, substitute
 from aethergraph.graph.task_graph import TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.scheduling.waiting import Waitable
 
 if TYPE_CHECKING:
     from aethergraph.execution.base import NodeJob
+    from aethergraph.scheduling.node_book import NodeBook
     from aethergraph.scheduling.scheduler import RunScheduler
 
 
@@ -101,3 +106,42 @@ class RunRef(RefBase):
         value = self._cell.value
         assert value is not None, "outputs read before the node finished"
         return value
+
+
+def _as_spec(ref: RefBase) -> RefSpec:
+    return RefSpec(ref._ref_node, ref._ref_path)
+
+
+def new_node(
+    run: NodeBook,
+    counters: dict[str, Iterator[int]],
+    tool: ToolSpec,
+    inputs: dict[str, Any],
+    refs: list[RefBase],
+) -> NodeState:
+    """The state of a new node of ``run`` for ``tool(**inputs)``, whose inputs hold ``refs``.
+
+    Node ids count per tool (``square_0``, ``square_1``, ...); the node's edges are the nodes its
+    refs name, which must belong to ``run``; the graph's copy of the inputs holds plain
+    :class:`RefSpec` where the call held live refs.
+    """
+    counter = counters.get(tool.name)
+    if counter is None:
+        counter = counters[tool.name] = itertools.count()
+    node_id = f"{tool.name}_{next(counter)}"
+    deps: tuple[str, ...] = ()
+    shown = inputs
+    if refs:
+        seen: dict[str, None] = {}
+        for ref in refs:
+            if not isinstance(ref, RunRef) or ref._run is not run:
+                raise RuntimeUsageError(
+                    f"tool {tool.name!r} was given {ref._ref_describe()}, a reference that "
+                    "does not belong to this run; pass values (await them) between runs, "
+                    "handles within one"
+                )
+            seen[ref._ref_node] = None
+        deps = tuple(seen)
+        shown = substitute(inputs, _as_spec)
+    node = TaskNode(node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time())
+    return NodeState(node, tool, inputs, refs)

@@ -24,30 +24,27 @@ settled. Memory: see :mod:`aethergraph.scheduling.node_state`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from aethergraph import runtime_loop
 from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
 from aethergraph.execution.base import Executor, NodeFailure, NodeJob, NodeOutcome, failure_from
-from aethergraph.graph.refs import RefBase, RefSpec, substitute
-from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
+from aethergraph.graph.refs import RefBase, substitute
+from aethergraph.graph.task_graph import NodeStatus, TaskGraph
 from aethergraph.graph.tool_spec import ToolSpec
-from aethergraph.scheduling.emitter import RunEmitter
-from aethergraph.scheduling.events import Listener, NodeEventType, RunEventType
+from aethergraph.scheduling.events import Listener, RunEventType
 from aethergraph.scheduling.failures import (
     internal_error,
     missing_input_error,
-    skipped_error,
     tool_error,
 )
+from aethergraph.scheduling.node_book import NodeBook
 from aethergraph.scheduling.node_state import NodeState, OutputCell, RunRef
-from aethergraph.scheduling.waiting import Waitable
+from aethergraph.scheduling.outcomes import OutcomeQueue
 from aethergraph.services.runtime.registry import BuiltinBackends
 
 log = logging.getLogger("aethergraph")
@@ -62,12 +59,8 @@ def _lookup(ref: RefBase) -> Any:
     return ref._ref_extract(outputs) if ref._ref_path else outputs
 
 
-def _as_spec(ref: RefBase) -> RefSpec:
-    return RefSpec(ref._ref_node, ref._ref_path)
-
-
-class RunScheduler(Waitable):
-    """One run: its graph, its nodes' runtime state, and the policy to run them."""
+class RunScheduler(NodeBook):
+    """One run: the policy that runs its nodes (readiness, dispatch, retries, cancellation)."""
 
     def __init__(
         self,
@@ -79,30 +72,19 @@ class RunScheduler(Waitable):
         fail_fast: bool = False,
         on_event: Listener | None = None,
     ) -> None:
-        super().__init__()
-        self.run_id = graph.run_id or uuid.uuid4().hex
-        graph.run_id = self.run_id
-        self.graph = graph
-        self.graph_id = graph.graph_id
-        self.executor = executor
+        super().__init__(graph, executor, on_event)
         #: the built-in backends of this run (the executor's shared ones, or the process's)
         self.builtins = builtins
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
         self.status = "running"
         self.failure: BaseException | None = None
-        self.cancel_reason: str | None = None
-        self._emit = RunEmitter(self.run_id, self.graph_id, on_event)
         self._loop = runtime_loop.get_loop()
-        self._nodes: dict[str, NodeState] = {}
-        self._counters: dict[str, Iterator[int]] = {}
         self._inbox: deque[NodeState] = deque()
         self._wake_pending = False
-        self._outcomes: deque[tuple[NodeJob, NodeOutcome]] = deque()
-        self._outcomes_pending = False
+        self._outcomes = OutcomeQueue(self._on_outcome, self._guarded)
+        self._report = self._outcomes.report
         self._ready: deque[NodeState] = deque()
-        self._running = 0
-        self._finished_count = 0
         self._body_done = False
         self._cancelled = False
         self._soon(self._emit_run, "run_started")
@@ -123,32 +105,9 @@ class RunScheduler(Waitable):
                 f"tool {tool.name!r} was called after run {self.run_id} finished; call tools "
                 "inside the graph body (not from callbacks that outlive it)"
             )
-        counter = self._counters.get(tool.name)
-        if counter is None:
-            counter = self._counters[tool.name] = itertools.count()
-        node_id = f"{tool.name}_{next(counter)}"
-        deps: tuple[str, ...] = ()
-        shown = inputs
-        if refs:
-            seen: dict[str, None] = {}
-            for ref in refs:
-                if not isinstance(ref, RunRef) or ref._run is not self:
-                    raise RuntimeUsageError(
-                        f"tool {tool.name!r} was given {ref._ref_describe()}, a reference that "
-                        "does not belong to this run; pass values (await them) between runs, "
-                        "handles within one"
-                    )
-                seen[ref._ref_node] = None
-            deps = tuple(seen)
-            shown = substitute(inputs, _as_spec)  # the graph holds plain data, never live refs
-        node = TaskNode(
-            node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time()
-        )
-        self.graph.nodes[node_id] = node
-        state = NodeState(node, tool, inputs, refs)
+        state = self._new_state(tool, inputs, refs)
         cell = state.cell
         assert cell is not None
-        self._nodes[node_id] = state
         self._inbox.append(state)
         if not self._wake_pending:
             self._wake_pending = True
@@ -162,9 +121,6 @@ class RunScheduler(Waitable):
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel the run: unfinished nodes are cancelled, running ones are stopped."""
         self._soon(self._cancel_now, reason)
-
-    def node(self, node_id: str) -> NodeState:
-        return self._nodes[node_id]
 
     # -- runtime thread -------------------------------------------------------------------
     def _soon(self, fn: Callable[..., None], *args: Any) -> None:
@@ -265,22 +221,6 @@ class RunScheduler(Waitable):
             self._emit.node("started", node)
         return job
 
-    def _report(self, job: NodeJob, outcome: NodeOutcome) -> None:
-        """The executors' ``on_done``: enqueue only; ``_take_outcomes`` does the work."""
-        self._outcomes.append((job, outcome))
-        if not self._outcomes_pending:
-            self._outcomes_pending = True
-            self._soon(self._take_outcomes)
-
-    def _take_outcomes(self) -> None:
-        outcomes = self._outcomes
-        try:
-            while outcomes:
-                job, outcome = outcomes.popleft()
-                self._on_outcome(job, outcome)
-        finally:
-            self._outcomes_pending = False
-
     def _on_outcome(self, job: NodeJob, outcome: NodeOutcome) -> None:
         state = self._nodes.get(job.node_id)
         if state is None or state.job is not job or state.is_finished:
@@ -337,26 +277,6 @@ class RunScheduler(Waitable):
         if self.fail_fast:
             self._cancel_now(f"cancelled after node {state.node.node_id!r} failed (fail_fast)")
 
-    def _skip(self, state: NodeState, failed: NodeState) -> None:
-        upstream = failed.error
-        if isinstance(upstream, ToolError):
-            error: BaseException = skipped_error(self.run_id, state, upstream)
-            status = NodeStatus.SKIPPED
-        else:
-            error = upstream if upstream is not None else self._cancel_error()
-            status = NodeStatus.CANCELLED
-        self._finish(state, status, error, status.value)  # type: ignore[arg-type]
-        self._skip_dependents(state)
-
-    def _skip_dependents(self, state: NodeState) -> None:
-        stack = [state]
-        while stack:
-            current = stack.pop()
-            for dependent in current.dependents:
-                if not dependent.is_finished:
-                    self._skip(dependent, current)
-            current.dependents = []
-
     def _fill_slots(self) -> None:
         limit, ready = self.max_concurrency, self._ready
         batch: list[NodeState] = []
@@ -364,27 +284,6 @@ class RunScheduler(Waitable):
             batch.append(ready.popleft())
         if batch:
             self._dispatch(batch)
-
-    def _finish(
-        self, state: NodeState, status: NodeStatus, error: BaseException, kind: NodeEventType
-    ) -> None:
-        node = state.node
-        node.status = status
-        node.finished_at = time.time()
-        state.error = error
-        state.cell = state.args = None
-        state.refs = []
-        if isinstance(error, ToolError):
-            node.error = error.to_dict()
-        else:
-            node.error = {"exc_type": type(error).__name__, "message": str(error)}
-        if self._emit.active:
-            self._emit.node(kind, node, error=str(error))
-        state.mark_finished()
-        self._finished_count += 1
-
-    def _cancel_error(self) -> RunCancelledError:
-        return RunCancelledError(self.run_id, self.cancel_reason or "cancelled")
 
     def _cancel_now(self, reason: str) -> None:
         if self.is_finished or self._cancelled:
@@ -395,21 +294,6 @@ class RunScheduler(Waitable):
         self._ready.clear()
         self._stop_all(self._cancel_error())
         self._maybe_finish()
-
-    def _stop_all(self, error: BaseException) -> None:
-        """Finish every unfinished node as cancelled with ``error``; stop the running ones."""
-        for state in list(self._nodes.values()):
-            if state.is_finished:
-                continue
-            job = state.job
-            if job is not None:
-                state.job = None
-                self._running -= 1
-                try:
-                    self.executor.cancel(job)
-                except Exception:  # the node is cancelled here either way; say why it may run
-                    log.exception("could not stop node %s on %s", job.key, self.executor.name)
-            self._finish(state, NodeStatus.CANCELLED, error, "cancelled")
 
     def _break(self, exc: BaseException) -> None:
         """An internal error: log it, fail the run with it, stop what still runs — never hang."""
@@ -445,9 +329,7 @@ class RunScheduler(Waitable):
 
     def _emit_run(self, kind: RunEventType) -> None:
         if self._emit.active:
-            error = str(self.failure) if self.failure else self.cancel_reason
-            counts = self.graph.status_counts()
-            self._emit.run(kind, self.status, counts, error if kind == "run_finished" else None)
+            self._emit.run(kind, self)
 
 
 def _one_less(dependent: NodeState) -> bool:

@@ -1,0 +1,46 @@
+"""The queue executors report outcomes into; the scheduler drains it in a loop iteration of its own.
+
+This is what keeps executors from ever re-entering the scheduler (dask's ``local.py`` pattern:
+``add_done_callback(queue.put)`` … ``queue_get(queue)``). ``report`` only appends and, once per
+burst, schedules a drain on the runtime loop; while the drain runs, outcomes reported from
+inside it (an inline executor finishing the next node of a chain at once) join the same queue,
+so any chain runs iteratively and the stack never grows with it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from aethergraph import runtime_loop
+from aethergraph.execution.base import NodeJob, NodeOutcome
+
+Handler = Callable[[NodeJob, NodeOutcome], None]
+
+
+class OutcomeQueue:
+    """Outcomes waiting for the scheduler, and the one pending drain of them."""
+
+    __slots__ = ("_guard", "_handle", "_items", "_pending")
+
+    def __init__(self, handle: Handler, guard: Callable[..., None]) -> None:
+        self._handle = handle
+        self._guard = guard  # runs the drain so that an exception fails the run, never hangs it
+        self._items: deque[tuple[NodeJob, NodeOutcome]] = deque()
+        self._pending = False
+
+    def report(self, job: NodeJob, outcome: NodeOutcome) -> None:
+        """The executors' ``on_done``: enqueue only."""
+        self._items.append((job, outcome))
+        if not self._pending:
+            self._pending = True
+            runtime_loop.call_soon(self._guard, self._drain)
+
+    def _drain(self) -> None:
+        items, handle = self._items, self._handle
+        try:
+            while items:
+                job, outcome = items.popleft()
+                handle(job, outcome)
+        finally:
+            self._pending = False
