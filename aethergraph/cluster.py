@@ -126,6 +126,11 @@ class LocalCluster:
         env = {**os.environ, **self.extra_env}
         env["AETHERGRAPH_BROKER_URL"] = self.url
         env["AETHERGRAPH_NAMESPACE"] = self.namespace
+        # The broker URL would also make "celery" the default executor of run() in the workers.
+        # They import the tools modules — by default this very script — and a module-level
+        # run(...) must run there as it ran here, not wait on Celery for a worker (this one,
+        # still importing its tools) to serve the tool.
+        env.setdefault("AETHERGRAPH_EXECUTOR", get_settings().effective_executor)
         env.pop("AETHERGRAPH_RESULT_BACKEND", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.celery_app import make_celery_app
-from aethergraph.execution.celery_worker import WorkerRuntime, load_bootstrap, load_tools
+from aethergraph.execution.worker import WorkerRuntime, load_bootstrap, load_tools
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.settings import get_settings
 
@@ -39,6 +39,13 @@ def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Arg
     parser.add_argument("--pool", choices=POOLS, default="prefork", help="execution pool")
     parser.add_argument("-n", "--hostname", default=None, help="worker node name")
     parser.add_argument("-l", "--loglevel", default="INFO", help="celery log level")
+    parser.add_argument(
+        "--async-concurrency",
+        type=int,
+        default=None,
+        help="async nodes of one message run at once per slot (default 1, or "
+        "AETHERGRAPH_ASYNC_CONCURRENCY; see docs/distributed.md)",
+    )
     return parser
 
 
@@ -69,6 +76,7 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
         pool=args.pool,
         concurrency=concurrency,
         log_level=args.loglevel,
+        async_concurrency=args.async_concurrency,
     )
     name = args.hostname or f"aethergraph-{os.getpid()}@{socket.gethostname()}"
     argv = [

@@ -9,7 +9,13 @@ outcome.
 
 *Outcomes* go the other way: a worker pushes one JSON document per finished attempt onto the
 submitting client's result list (``Keys.client_results``), which the client pops as they come —
-no polling per task.
+no polling per task. Next to ``outputs`` / ``failure`` (``NodeFailure.to_dict()``, ``retryable``
+included) it carries ``started_at`` / ``finished_at``: epoch seconds measured on the worker
+around the tool call, so a node's duration excludes its time in the queue.
+
+*Origin*: both kinds name the process that sent them (``pid@host``). It is computed per
+process, not at import: prefork pool children are forked from a parent that imported this
+module, and would otherwise all report the parent's pid.
 """
 
 from __future__ import annotations
@@ -22,7 +28,19 @@ import uuid
 from typing import Any
 
 META = "__ag__"
-_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_HOST = socket.gethostname()
+_origin: tuple[int, str] = (0, "")
+
+
+def origin() -> str:
+    """``pid@host`` of the calling process (recomputed after a fork)."""
+    global _origin
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin = (pid, f"{pid}@{_HOST}")
+    return _origin[1]
+
+
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -35,8 +53,12 @@ def task_envelope(
     time_limit: float | None,
     soft_time_limit: float | None,
     kwargs_repr: str,
+    delivery_tag: str | None = None,
 ) -> str:
-    """The JSON kombu stores in the queue's Redis list for one Celery task message."""
+    """The JSON kombu stores in the queue's Redis list for one Celery task message.
+
+    ``delivery_tag`` names the message in kombu's ``unacked`` hash while a worker holds it
+    (the client passes the task id, to check cheaply that a message still exists)."""
     body = json.dumps([[], kwargs, _EMBED], separators=(",", ":"), ensure_ascii=False)
     envelope = {
         "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
@@ -57,7 +79,7 @@ def task_envelope(
             "parent_id": None,
             "argsrepr": "()",
             "kwargsrepr": kwargs_repr,
-            "origin": _ORIGIN,
+            "origin": origin(),
             "ignore_result": True,
             "replaced_task_nesting": 0,
             "stamped_headers": None,
@@ -70,7 +92,7 @@ def task_envelope(
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": delivery_tag or str(uuid.uuid4()),
         },
     }
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
@@ -87,10 +109,16 @@ def outcome_message(
     task_id: str,
     meta: dict[str, Any],
     outputs: dict[str, Any] | None = None,
-    failure: dict[str, str] | None = None,
-    worker: str = _ORIGIN,
+    failure: dict[str, Any] | None = None,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+    worker: str | None = None,
 ) -> str:
-    """One finished attempt, as pushed to the client's result list."""
+    """One finished attempt, as pushed to the client's result list.
+
+    ``failure`` is ``NodeFailure.to_dict()``; ``started_at`` / ``finished_at`` are the worker's
+    wall clock (epoch seconds) around the tool call; ``worker`` defaults to :func:`origin`.
+    """
     return json.dumps(
         {
             "task_id": task_id,
@@ -100,7 +128,9 @@ def outcome_message(
             "ok": failure is None,
             "outputs": outputs,
             "failure": failure,
-            "worker": worker,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "worker": worker or origin(),
         },
         separators=(",", ":"),
         ensure_ascii=False,

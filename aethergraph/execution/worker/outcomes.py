@@ -1,0 +1,118 @@
+"""Outcomes, worker side: a node's arguments in, its outcome out, pushed to the client.
+
+Arguments arrive codec-encoded; large ones are materialized from the artifact store of the
+worker's own built-ins. Outputs leave codec-encoded; large ones are offloaded to that store.
+Each finished attempt becomes one outcome message (``wire.outcome_message``) carrying the
+failure's full wire form and the worker's start/finish times, and a batch of them reaches the
+client's result list in *one* pipelined round trip (a pack flushes many at once).
+
+Which failures a retry cannot fix is decided here, where they happen: an argument this worker
+cannot decode and outputs it cannot encode (:class:`~aethergraph.errors.CodecError`) are the
+same on every attempt, so they are sent with ``retryable=False`` and the scheduler fails the node
+at once instead of running the tool — and its side effects — again. Transient errors (the
+artifact store or Redis unreachable) stay retryable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import redis
+
+from aethergraph import codec, runtime_loop
+from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
+from aethergraph.execution.wire import outcome_message
+from aethergraph.keys import Keys
+from aethergraph.services.builtins.artifacts import ArtifactStore
+from aethergraph.settings import Settings
+
+
+class Finished(NamedTuple):
+    """One finished attempt: its Celery task id (or pack node id), its metadata, its outcome."""
+
+    task_id: str
+    meta: dict[str, Any]
+    outcome: NodeOutcome
+
+
+def failure_for(exc: BaseException) -> NodeFailure:
+    """The failure for a payload error: deterministic codec errors are not retryable."""
+    return failure_from(exc, retryable=not isinstance(exc, codec.CodecError))
+
+
+def failed_now(failure: NodeFailure) -> NodeOutcome:
+    """An outcome for an attempt that failed before (or instead of) running its tool."""
+    now = time.time()
+    return NodeOutcome(failure=failure, started_at=now, finished_at=now)
+
+
+class OutcomePusher:
+    """Decodes arguments, encodes outcomes and pushes them to the clients' result lists."""
+
+    def __init__(
+        self, settings: Settings, keys: Keys, artifacts: Callable[[], ArtifactStore]
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self._artifacts = artifacts  # the worker's own built-in store (built per process)
+        self._redis: redis.Redis | None = None
+
+    def redis(self) -> redis.Redis:
+        if self._redis is None:  # redis-py pools reconnect after a fork by themselves
+            self._redis = redis.Redis.from_url(self.settings.broker_url or "")
+        return self._redis
+
+    # -- payload -----------------------------------------------------------------------
+    def decode_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        args = codec.decode(kwargs)
+        if codec.contains_offloaded(args):
+            args = runtime_loop.run_sync(codec.materialize(args, self._artifacts()))
+        return dict(args)
+
+    def _encode_outputs(self, node_id: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+        encoded: dict[str, Any] = codec.encode(outputs, where=f"outputs of node {node_id!r}")
+        threshold = self.settings.offload_threshold
+        if codec.needs_offload(encoded, threshold):
+            store = self._artifacts()
+            encoded = runtime_loop.run_sync(
+                codec.offload_entries(encoded, store, threshold=threshold)
+            )
+        return encoded
+
+    def message(self, finished: Finished) -> str:
+        outcome = finished.outcome
+        failure = outcome.failure.to_dict() if outcome.failure is not None else None
+        outputs = None
+        if outcome.outputs is not None:
+            try:
+                outputs = self._encode_outputs(finished.meta.get("node_id"), outcome.outputs)
+            except Exception as exc:
+                failure = failure_for(exc).to_dict()
+        return outcome_message(
+            task_id=finished.task_id,
+            meta=finished.meta,
+            outputs=outputs,
+            failure=failure,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+        )
+
+    # -- pushing -----------------------------------------------------------------------
+    def push(self, client: str, done: Sequence[Finished]) -> None:
+        """Push finished attempts to the client's result list, in one round trip."""
+        if not done:
+            return
+        messages = [self.message(finished) for finished in done]
+        key = self.keys.client_results(client)
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.rpush(key, *messages)
+        pipe.expire(key, int(self.settings.result_ttl))
+        pipe.execute()
+
+    def push_started(self, client: str, task_id: str) -> None:
+        """Tell the client a tool with a timeout began (its backstop clock starts now)."""
+        started = json.dumps({"task_id": task_id, "started": True})
+        self.redis().rpush(self.keys.client_results(client), started)

@@ -1,0 +1,138 @@
+"""``WorkerRuntime``: one ``aethergraph worker`` process, assembled from its parts.
+
+It owns what is per worker — its id, its services, its outcome pusher, its node runner, its
+heartbeat — registers the tool tasks (``tasks.py``) and connects its life to Celery's signals
+(``signals.py``). A message goes: task → :meth:`WorkerRuntime.execute` → decode arguments
+(``outcomes.py``) → run the node or the pack (``running.py``) → push the outcomes.
+
+Worker-side continuation (a worker dispatching a finished node's ready dependents itself) would
+hook in here, after the outcome push, with the pusher's Redis connection; nothing in the parts
+assumes that only the client publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from celery import Celery
+
+from aethergraph import runtime_loop
+from aethergraph.errors import ConfigurationError
+from aethergraph.execution.wire import META
+from aethergraph.execution.worker.heartbeat import Heartbeat
+from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
+from aethergraph.execution.worker.running import NodeRunner
+from aethergraph.execution.worker.services import WorkerServices
+from aethergraph.execution.worker.signals import connect_signals
+from aethergraph.execution.worker.tasks import register_tool_tasks, unknown_task_outcomes
+from aethergraph.graph.tool_spec import ToolSpec
+from aethergraph.keys import Keys
+from aethergraph.settings import Settings
+
+log = logging.getLogger("aethergraph.worker")
+
+
+class WorkerRuntime:
+    """Tool tasks, per-process services, outcomes and heartbeat of one ``aethergraph worker``.
+
+    ``async_concurrency``: how many async nodes of one message (a pack) may run at once; the
+    default (``None``) is the ``AETHERGRAPH_ASYNC_CONCURRENCY`` setting, 1 unless set: a worker
+    never runs more nodes at once than its slots unless asked to.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        settings: Settings,
+        *,
+        tools: dict[str, ToolSpec],
+        bootstrap: Callable[[], Any] | None,
+        queues: Sequence[str],
+        pool: str,
+        concurrency: int,
+        log_level: str = "INFO",
+        async_concurrency: int | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.tools = tools
+        self.queues = list(queues)
+        self.pool = pool
+        self.concurrency = concurrency
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.services = WorkerServices(
+            settings, self.keys, bootstrap=bootstrap, log_level=log_level
+        )
+        self.pusher = OutcomePusher(settings, self.keys, lambda: self.services.builtins.artifacts)
+        if async_concurrency is None:
+            async_concurrency = settings.async_concurrency
+        self.runner = NodeRunner(self.pusher.decode_args, async_concurrency)
+        self.heartbeat = Heartbeat(
+            settings.broker_url or "",
+            self.keys,
+            self.worker_id,
+            tools=list(tools),
+            queues=self.queues,
+            pool=pool,
+            concurrency=concurrency,
+        )
+        if pool == "prefork":
+            # Importing the tools may have started the runtime loop (a script's module-level
+            # run(...)); its thread would not survive the fork into the pool. Stop it and what
+            # runs on it now: each pool process starts its own loop.
+            runtime_loop.shutdown()
+        register_tool_tasks(app, tools.values(), self.execute)
+        connect_signals(self, prefork=pool == "prefork")
+
+    # -- messages ----------------------------------------------------------------------
+    def execute(self, task_id: str, spec: ToolSpec, kwargs: dict[str, Any]) -> None:
+        """Run one message (a node, or a pack of nodes) and push its outcomes."""
+        meta = kwargs.pop(META, None)
+        if not isinstance(meta, dict) or "client" not in meta:
+            raise ConfigurationError(f"task {spec.name} received without AetherGraph metadata")
+        self.services.ensure()
+        client = str(meta["client"])
+        if "pack" in meta:
+            self.runner.run_pack(spec, meta["pack"], lambda done: self.pusher.push(client, done))
+            return
+        try:
+            args = self.pusher.decode_args(kwargs)
+        except Exception as exc:
+            self.pusher.push(client, [Finished(task_id, meta, failed_now(failure_for(exc)))])
+            return
+        if meta.get("timeout"):  # the client's backstop clock starts now, not at publish
+            self.pusher.push_started(client, task_id)
+        outcome = self.runner.run_one(spec, meta, args)
+        self.pusher.push(client, [Finished(task_id, meta, outcome)])
+
+    # -- lifecycle (called through signals.py) -----------------------------------------
+    def on_ready(self) -> None:
+        self.heartbeat.start()
+
+    def on_shutdown(self) -> None:
+        self.heartbeat.stop()
+        if self.pool != "prefork":
+            self.services.close()
+
+    def on_process_init(self) -> None:
+        self.services.build()
+
+    def on_process_shutdown(self) -> None:
+        self.services.close()
+
+    def on_unknown_task(self, message: Any, name: str, task_id: str) -> None:
+        """A task this worker does not serve: fail its nodes at the client, never lose them."""
+        try:
+            found = unknown_task_outcomes(
+                message, name, task_id, worker_id=self.worker_id, served=self.tools
+            )
+            if found is not None:
+                self.pusher.push(*found)
+        except Exception:
+            log.exception("could not report unknown task %s", name)

@@ -1,0 +1,68 @@
+"""The Celery tasks of a worker: one per tool it serves, named after the tool.
+
+Tool names as task names make Flower and Celery's logs show what runs. The tasks are the
+worker's allowlist (only tools found by ``loading.load_tools``); a message for any other task
+name is not lost silently: :func:`unknown_task_outcomes` turns it into a failure for each of its
+nodes, pushed to the submitting client, marked not retryable (another attempt would find the
+same worker pool) and naming the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from celery import Celery
+
+from aethergraph.errors import WorkerUnavailableError, qualified_name
+from aethergraph.execution.base import NodeFailure
+from aethergraph.execution.wire import META
+from aethergraph.execution.worker.outcomes import Finished, failed_now
+from aethergraph.graph.tool_spec import ToolSpec
+
+#: what a tool task calls: (Celery task id, the tool, the message's keyword arguments)
+Execute = Callable[[str, ToolSpec, dict[str, Any]], None]
+
+
+def register_tool_tasks(app: Celery, tools: Iterable[ToolSpec], execute: Execute) -> None:
+    """Register one Celery task per tool; each hands its message to ``execute``."""
+    for spec in tools:
+        _register(app, spec, execute)
+
+
+def _register(app: Celery, spec: ToolSpec, execute: Execute) -> None:
+    def node_task(self: Any, **kwargs: Any) -> None:
+        execute(self.request.id, spec, kwargs)
+
+    node_task.__name__ = spec.name
+    node_task.__doc__ = spec.description
+    app.task(
+        name=spec.name,
+        bind=True,
+        typing=False,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )(node_task)
+
+
+def unknown_task_outcomes(
+    message: Any, name: str, task_id: str, *, worker_id: str, served: Iterable[str]
+) -> tuple[str, list[Finished]] | None:
+    """``(client, failures)`` for a message naming a task this worker does not serve.
+
+    ``None`` when the message is not one of ours (no AetherGraph metadata): Celery reports it.
+    """
+    body = message.decode() if message is not None else None
+    kwargs = body[1] if isinstance(body, (list, tuple)) and len(body) > 1 else {}
+    meta = kwargs.get(META) if isinstance(kwargs, dict) else None
+    if not isinstance(meta, dict) or "client" not in meta:
+        return None
+    error = WorkerUnavailableError(
+        f"worker {worker_id} does not serve tool {name!r} (it serves {sorted(served)}); start "
+        f"workers for this queue with --tools <module defining {name}>"
+    )
+    failure = NodeFailure(qualified_name(error), str(error), retryable=False)
+    nodes = meta.get("pack") or [{**meta, "id": task_id}]
+    outcome = failed_now(failure)
+    return str(meta["client"]), [Finished(str(node["id"]), node, outcome) for node in nodes]
