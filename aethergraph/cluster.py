@@ -169,14 +169,11 @@ class LocalCluster:
 
     def live_workers(self) -> list[dict[str, Any]]:
         """The workers currently heartbeating (tools, queues, pid, host)."""
-        client = redis.Redis.from_url(self.url, decode_responses=True)
-        try:
-            found: list[dict[str, Any]] = []
-            for key in client.scan_iter(match=self.keys.workers_pattern()):
-                info = client.hgetall(key)
-                if info:
-                    found.append({str(k): v for k, v in info.items()})
-            return found
+        from aethergraph.execution.celery.discovery import read_workers_sync
+
+        client = redis.Redis.from_url(self.url)
+        try:  # from the workers' index (Keys.workers_index), never a SCAN of the keyspace
+            return list(read_workers_sync(client, self.keys))
         finally:
             client.close()
 

@@ -25,7 +25,7 @@ def _make(name: str) -> Executor:
 
         return LocalExecutor()
     if name == "celery":
-        from aethergraph.execution.celery_executor import CeleryExecutor
+        from aethergraph.execution.celery import CeleryExecutor
 
         return CeleryExecutor()
     raise ConfigurationError(

@@ -29,7 +29,7 @@ from celery_tools import (
 
 from aethergraph import RunCancelledError, ToolError, graph_fn, run, submit, tool
 from aethergraph.cluster import LocalCluster
-from aethergraph.execution.celery_executor import CeleryExecutor
+from aethergraph.execution.celery import CeleryExecutor
 from aethergraph.services.builtins.channel import RecordingChannelBackend
 from aethergraph.services.runtime.registry import current_services
 

@@ -15,7 +15,7 @@ from celery_tools import d_ainc, d_block, d_fail_if, d_flaky, d_inc, d_sum
 
 from aethergraph import RunCancelledError, ToolError, graph_fn, run, runtime_loop, submit
 from aethergraph.cluster import LocalCluster
-from aethergraph.execution.celery_executor import CeleryExecutor
+from aethergraph.execution.celery import CeleryExecutor
 
 
 @graph_fn(name="pack_fan", outputs=["total"])

@@ -13,7 +13,7 @@ from conftest import HERE, TOOLS
 
 from aethergraph import ToolError, graph_fn, run
 from aethergraph.cluster import LocalCluster, find_redis_server
-from aethergraph.execution.celery_executor import CeleryExecutor
+from aethergraph.execution.celery import CeleryExecutor
 
 
 @graph_fn(name="dist_routed")

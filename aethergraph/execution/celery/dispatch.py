@@ -1,0 +1,353 @@
+"""Dispatch: from ready nodes to Celery messages in the broker, in one round trip per batch.
+
+**Outbox.** ``submit`` only appends to the outbox; one dispatcher task drains it. Each pass takes
+every ready node submitted so far, holds back nodes whose tool no live worker serves (they wait
+up to ``AETHERGRAPH_WORKER_WAIT`` seconds for one, then fail with a message saying which worker
+to start — never a silent hang), encodes the others' arguments (a value that cannot be encoded
+fails its node at once, naming the argument; large values go to the executor's artifact store
+and travel by reference) and publishes the batch.
+
+**The publisher is hand-written on purpose**: Celery protocol-2 messages in kombu's Redis
+envelope (``wire.task_envelope``), ``LPUSH``-ed for a whole batch in one pipelined round trip.
+``apply_async`` costs one round trip and far more CPU per message; this is the hot path (a
+fan-out publishes thousands of nodes per second), so no per-node Redis round trip is added here.
+
+**Packs.** Many ready nodes of one tool (a fan-out) are *packed*: up to ``max_pack`` of them
+travel in one Celery message, so Celery's fixed per-message cost (broker round trips, acks,
+events, pool hand-off) is paid once per pack. A pack is a unit of *delivery*, not of
+parallelism: the worker runs a pack's nodes within the one slot that took the message, never
+more of them at once than that slot may run (the worker side enforces its slot limit), so
+packing never multiplies a worker's ``-c``. Packs are made only when there are at least four per
+live worker slot, so every slot still gets work and a small batch is sent node by node; nodes
+with a timeout are never packed (a timeout is a per-message limit).
+
+**Cancellation while publishing.** A node is *unsent* from ``submit`` until its message is in
+the pipeline. Cancelling an unsent node just forgets it; the publisher checks again after every
+``await`` (argument offload, Pub/Sub subscription), so a node cancelled meanwhile is not sent,
+and it leaves nothing behind in any table.
+
+**Broker errors.** A ``RedisError`` anywhere in a pass (worker discovery, offload, the publish
+itself) puts the batch back in the outbox, and the pass is tried again after a backoff; once the
+broker has been unreachable beyond ``broker_outage_timeout`` every unsent node fails with
+``BrokerUnavailableError`` (see ``broker``). A failed publish also releases the runs it followed.
+Any other exception is a bug: it is logged with its traceback and fails the batch's nodes, and
+the dispatcher carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aethergraph import codec
+from aethergraph.errors import InternalError, WorkerUnavailableError
+from aethergraph.execution.base import DoneCallback, NodeJob, NodeOutcome, failure_from
+from aethergraph.execution.celery.background import Background
+from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
+from aethergraph.execution.celery.discovery import LiveWorkers
+from aethergraph.execution.celery.follow import Follower
+from aethergraph.execution.celery.inflight import InFlight, Sent
+from aethergraph.execution.wire import META, short_repr, task_envelope
+from aethergraph.keys import DEFAULT_QUEUE, Keys
+from aethergraph.services.builtins.artifacts import ArtifactStore
+from aethergraph.settings import Settings
+
+log = logging.getLogger("aethergraph")
+
+TIMEOUT_GRACE = 5.0  # Celery's hard limit (and the client's backstop) this long after a timeout
+WAIT_POLL = 0.2  # seconds between looks for a worker while nodes wait for one
+PACKS_PER_SLOT = 4
+
+_Entry = tuple[NodeJob, DoneCallback]
+_Encoded = tuple[NodeJob, DoneCallback, dict[str, Any]]
+
+
+class Dispatcher:
+    """The outbox and the publisher of one ``CeleryExecutor``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        keys: Keys,
+        client_id: str,
+        table: InFlight,
+        workers: LiveWorkers,
+        follower: Follower,
+        artifacts: ArtifactStore,
+        background: Background,
+        stats: dict[str, int],
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._client_id = client_id
+        self._table = table
+        self._workers = workers
+        self._follower = follower
+        self._artifacts = artifacts
+        self._background = background
+        self._stats = stats
+        self._outage = Outage(settings.broker_url or "", settings.broker_outage_timeout)
+        self.redis: aioredis.Redis | None = None  # set by the executor's start()
+        self._outbox: deque[_Entry] = deque()
+        self._waiting: list[tuple[NodeJob, DoneCallback, float]] = []
+        self._unsent: set[str] = set()  # keys of submitted nodes not published yet
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def submit(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
+        for job in jobs:
+            self._outbox.append((job, on_done))
+            self._unsent.add(job.key)
+        if self._task is None or self._task.done():
+            self._task = self._background.spawn(self._run(), "dispatcher")
+
+    def cancel(self, job_key: str) -> bool:
+        """Forget an unsent node (True), or say it was published already (False)."""
+        if job_key in self._unsent:
+            self._unsent.discard(job_key)
+            return True
+        return False
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+
+    # -- the loop ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        while self._outbox or self._waiting:
+            batch: list[_Entry] = []
+            try:
+                if self._workers.stale:
+                    assert self.redis is not None
+                    await self._workers.refresh(self.redis)
+                batch = self._take_ready()
+                if batch:
+                    await self._publish(batch)
+                elif self._waiting and not self._outbox:
+                    await asyncio.sleep(WAIT_POLL)  # wait for a worker to come up (heartbeats)
+                self._outage.clear()
+            except BROKER_ERRORS as exc:
+                self._put_back(batch)
+                if self._outage.failed():
+                    self._fail_unsent(self._outage.error(exc, "dispatching nodes"))
+                    self._outage.clear()
+                else:
+                    log.warning("dispatch: broker %s: %s; retrying", self._outage.broker, exc)
+                    await asyncio.sleep(self._outage.pause())
+            except Exception as exc:
+                log.exception("dispatch: internal error; failing %d node(s)", len(batch))
+                internal = InternalError(f"the Celery dispatcher failed: {exc!r}")
+                internal.__cause__ = exc
+                self._fail(batch, internal, retryable=False)
+
+    def _take_ready(self) -> list[_Entry]:
+        """The nodes to publish now: waiting ones a worker serves by now, then the outbox."""
+        unsent, workers = self._unsent, self._workers
+        batch: list[_Entry] = []
+        now = asyncio.get_running_loop().time()
+        still_waiting = []
+        for job, on_done, deadline in self._waiting:
+            if job.key not in unsent:
+                continue  # cancelled while waiting
+            if workers.serves(job):
+                batch.append((job, on_done))
+            elif now >= deadline:
+                unsent.discard(job.key)
+                self._no_worker(job, on_done)
+            else:
+                still_waiting.append((job, on_done, deadline))
+        self._waiting = still_waiting
+        wait = self._settings.worker_wait
+        outbox = self._outbox
+        while outbox:
+            job, on_done = outbox.popleft()
+            if job.key not in unsent:
+                continue  # cancelled before its turn
+            if workers.serves(job):
+                batch.append((job, on_done))
+            else:
+                self._waiting.append((job, on_done, now + wait))
+        return batch
+
+    def _no_worker(self, job: NodeJob, on_done: DoneCallback) -> None:
+        queue = job.tool.policy.queue or DEFAULT_QUEUE
+        exc = WorkerUnavailableError(
+            f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
+            f"{self._settings.worker_wait:g}s); start one with: aethergraph worker --tools "
+            f"<module defining {job.tool.name}> -Q {queue}"
+        )
+        on_done(job, NodeOutcome(failure=failure_from(exc)))
+
+    def _put_back(self, batch: list[_Entry]) -> None:
+        """A pass failed on the broker: its unsent nodes go first in the next one."""
+        for entry in reversed(batch):
+            if entry[0].key in self._unsent:
+                self._outbox.appendleft(entry)
+
+    def _fail_unsent(self, exc: BaseException) -> None:
+        entries = [(job, on_done) for job, on_done, _ in self._waiting]
+        entries.extend(self._outbox)
+        self._waiting = []
+        self._outbox.clear()
+        self._fail(entries, exc)
+
+    def _fail(self, entries: list[_Entry], exc: BaseException, *, retryable: bool = True) -> None:
+        for job, on_done in entries:
+            if job.key in self._unsent:
+                self._unsent.discard(job.key)
+                on_done(job, NodeOutcome(failure=failure_from(exc, retryable=retryable)))
+
+    # -- publishing --------------------------------------------------------------------
+    async def _publish(self, batch: list[_Entry]) -> None:
+        """Encode and send a batch of ready nodes in one pipelined round trip (see above)."""
+        unsent = self._unsent
+        encoded: list[_Encoded] = []
+        runs: set[str] = set()
+        for job, on_done in batch:
+            if job.key not in unsent:
+                continue  # cancelled while an earlier node of the batch was offloaded
+            kwargs = await self._encode(job, on_done)
+            if kwargs is not None:
+                encoded.append((job, on_done, kwargs))
+                runs.add(job.run_id)
+        for run_id in runs:
+            await self._follower.subscribe(run_id)
+        # every await is behind us: what was cancelled meanwhile is not sent (and forgotten)
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        messages: list[Sent] = []
+        try:
+            self._build(pipe, messages, encoded)
+            if messages:
+                await pipe.execute()
+        except BaseException:
+            # not (or maybe not all) sent: forget them; _run puts the batch back or fails it
+            for message in messages:
+                for pending in self._table.drop_message(message):
+                    unsent.add(pending.job.key)
+            raise
+
+    def _build(self, pipe: Any, messages: list[Sent], encoded: list[_Encoded]) -> None:
+        """Queue the batch's messages on ``pipe``: packs where they pay, single nodes else."""
+        unsent = self._unsent
+        packable: dict[tuple[str, str], list[_Encoded]] = {}
+        for entry in encoded:
+            job = entry[0]
+            if job.key not in unsent:
+                continue
+            unsent.discard(job.key)
+            queue = self._keys.tool_queue(job.tool.policy.queue)
+            if job.timeout is None:
+                packable.setdefault((job.tool.name, queue), []).append(entry)
+            else:
+                self._add_task(pipe, messages, entry, queue)
+        for (tool_name, queue), entries in packable.items():
+            size = self._pack_size(queue, len(entries))
+            if size < 2:
+                for entry in entries:
+                    self._add_task(pipe, messages, entry, queue)
+                continue
+            for start in range(0, len(entries), size):
+                self._add_pack(pipe, messages, tool_name, entries[start : start + size], queue)
+
+    async def _encode(self, job: NodeJob, on_done: DoneCallback) -> dict[str, Any] | None:
+        """The node's arguments as wire JSON (large values offloaded); None if it failed."""
+        try:
+            kwargs: dict[str, Any] = codec.encode(job.args, where=f"node {job.node_id!r} argument")
+        except Exception as exc:  # a value that cannot be encoded: retrying cannot help
+            self._unsent.discard(job.key)
+            on_done(job, NodeOutcome(failure=failure_from(exc, retryable=False)))
+            return None
+        threshold = self._settings.offload_threshold
+        if not codec.needs_offload(kwargs, threshold):
+            return kwargs
+        try:
+            return await codec.offload_entries(kwargs, self._artifacts, threshold=threshold)
+        except BROKER_ERRORS:
+            raise  # the broker (also the artifact store) is down: retried with the batch
+        except Exception as exc:  # e.g. a full disk under the filesystem store: may pass later
+            self._unsent.discard(job.key)
+            on_done(job, NodeOutcome(failure=failure_from(exc)))
+            return None
+
+    def _node_meta(self, job: NodeJob) -> dict[str, Any]:
+        return {
+            "run_id": job.run_id,
+            "graph_id": job.graph_id,
+            "node_id": job.node_id,
+            "attempt": job.attempt,
+            "timeout": job.timeout,
+        }
+
+    def _add_task(self, pipe: Any, messages: list[Sent], entry: _Encoded, queue: str) -> None:
+        """One node, one Celery message (with the tool's time limits)."""
+        job, on_done, kwargs = entry
+        task_id = uuid.uuid4().hex
+        kwargs[META] = {"client": self._client_id, **self._node_meta(job)}
+        timeout = job.timeout
+        envelope = task_envelope(
+            task_id=task_id,
+            task_name=job.tool.name,
+            kwargs=kwargs,
+            queue=queue,
+            time_limit=timeout + TIMEOUT_GRACE if timeout else None,
+            # async tools time themselves out; Celery's soft limit is the fallback
+            soft_time_limit=timeout + 1 if timeout and job.tool.is_async else timeout,
+            kwargs_repr=short_repr(kwargs),
+            delivery_tag=task_id,
+        )
+        self._queue_envelope(pipe, queue, envelope)
+        message = Sent(task_id, queue)
+        self._table.add(task_id, job, on_done, message)
+        messages.append(message)
+
+    def _add_pack(
+        self, pipe: Any, messages: list[Sent], tool_name: str, entries: list[_Encoded], queue: str
+    ) -> None:
+        """Several nodes of one tool, one Celery message; each node keeps its own outcome id
+        (``<pack id>.<index>``), so results, retries and events stay per node."""
+        pack_id = uuid.uuid4().hex
+        message = Sent(pack_id, queue)
+        nodes = []
+        for index, (job, on_done, kwargs) in enumerate(entries):
+            node_key = f"{pack_id}.{index}"
+            nodes.append({"id": node_key, **self._node_meta(job), "args": kwargs})
+            self._table.add(node_key, job, on_done, message)
+        envelope = task_envelope(
+            task_id=pack_id,
+            task_name=tool_name,
+            kwargs={META: {"client": self._client_id, "pack": nodes}},
+            queue=queue,
+            time_limit=None,
+            soft_time_limit=None,
+            kwargs_repr=f"<{len(nodes)} nodes: "
+            + ", ".join(n["node_id"] for n in nodes[:3])
+            + (", ...>" if len(nodes) > 3 else ">"),
+            delivery_tag=pack_id,
+        )
+        self._queue_envelope(pipe, queue, envelope)
+        messages.append(message)
+
+    def _queue_envelope(self, pipe: Any, queue: str, envelope: str) -> None:
+        pipe.lpush(queue, envelope)
+        self._stats["published"] += 1
+        self._stats["published_bytes"] += len(envelope)
+
+    def _pack_size(self, queue: str, ready: int) -> int:
+        """Nodes per message for ``ready`` nodes of one tool: at least 4 messages per slot."""
+        if self._settings.max_pack < 2:
+            return 1
+        slots = max(1, self._workers.slots.get(queue, 1))
+        return min(self._settings.max_pack, ready // (PACKS_PER_SLOT * slots))

@@ -1,0 +1,174 @@
+"""``CeleryExecutor``: tool nodes as Celery tasks on worker pools, results pushed back via Redis.
+
+The facade: it owns the lifecycle and wires the concepts of this package together — the
+dispatcher (``dispatch``), the table of nodes in flight (``inflight``), the result listener and
+timeout backstop (``results``), the lost-message bound (``lost``), worker discovery
+(``discovery``), Pub/Sub following of runs (``follow``) and batched revokes (``revoke``).
+
+**Nothing process-wide changes.** Code of a run on this executor (its graph body, materializing
+offloaded values) must share memory, kv and artifacts with the workers, so :meth:`builtins`
+returns the Redis-backed backends the workers use (artifacts per ``settings.artifacts_backend``)
+plus this process's own channel; the executor owns them and closes them in :meth:`close`. The
+process's service registry is only read (to replay workers' channel messages into its channel),
+never modified, so in-process and distributed runs coexist in one process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from aethergraph.errors import ConfigurationError
+from aethergraph.execution.base import DoneCallback, Executor, NodeJob
+from aethergraph.execution.celery.background import Background
+from aethergraph.execution.celery.broker import open_client
+from aethergraph.execution.celery.discovery import LiveWorkers
+from aethergraph.execution.celery.dispatch import Dispatcher
+from aethergraph.execution.celery.follow import Follower
+from aethergraph.execution.celery.inflight import InFlight
+from aethergraph.execution.celery.lost import LostMessages
+from aethergraph.execution.celery.results import POP_WAIT, ResultListener
+from aethergraph.execution.celery.revoke import Revoker
+from aethergraph.keys import Keys
+from aethergraph.services.builtins.artifacts import ArtifactStore, FilesystemArtifactStore
+from aethergraph.services.builtins.redis_backends import (
+    RedisArtifactStore,
+    RedisKV,
+    RedisMemoryBackend,
+)
+from aethergraph.services.runtime.registry import BuiltinBackends, current_services
+from aethergraph.settings import Settings, get_settings
+
+REVOKE_FLUSH = 5.0  # seconds close() waits for pending revokes to reach the broker
+
+
+class CeleryExecutor(Executor):
+    """Runs nodes on ``aethergraph worker`` pools through Celery over Redis."""
+
+    name = "celery"
+
+    def __init__(self, broker_url: str | None = None, *, settings: Settings | None = None) -> None:
+        base = settings or get_settings()
+        if broker_url is not None:
+            base = base.model_copy(update={"broker_url": broker_url})
+        if not base.broker_url:
+            raise ConfigurationError(
+                "the Celery executor needs a broker: set AETHERGRAPH_BROKER_URL=redis://host:6379/0"
+                " or pass CeleryExecutor(broker_url=...), or use a LocalCluster"
+            )
+        url = base.broker_url
+        self.settings = base
+        self.keys = Keys(base.namespace)
+        self.client_id = uuid.uuid4().hex
+        self._results_key = self.keys.client_results(self.client_id)
+        #: traffic counters: messages and bytes published, results and bytes received
+        self.stats = {"published": 0, "published_bytes": 0, "results": 0, "result_bytes": 0}
+        # the built-ins runs on this executor share with the workers (owned; closed in close())
+        self._memory = RedisMemoryBackend(url, self.keys)
+        self._kv = RedisKV(url, self.keys)
+        self._artifacts: ArtifactStore = (
+            FilesystemArtifactStore(base.artifacts_dir)
+            if base.artifacts_backend == "filesystem"
+            else RedisArtifactStore(url, self.keys)
+        )
+        self._background = Background()
+        self._follower = Follower(url, self.keys, self._background)
+        self._table = InFlight(self._follower.hold, self._follower.release)
+        self._revoker = Revoker(base, self._background)
+        self._dispatcher = Dispatcher(
+            settings=base,
+            keys=self.keys,
+            client_id=self.client_id,
+            table=self._table,
+            workers=LiveWorkers(self.keys),
+            follower=self._follower,
+            artifacts=self._artifacts,
+            background=self._background,
+            stats=self.stats,
+        )
+        self._clients: list[aioredis.Redis] = []
+        self._listener: ResultListener | None = None
+        self._lost: LostMessages | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._clients:
+            return
+        url = self.settings.broker_url or ""
+        commands = open_client(url)
+        blocking = open_client(url, blocks_for=POP_WAIT)  # its pops wait up to POP_WAIT s
+        self._clients = [commands, blocking]
+        try:
+            server = await commands.info("server")
+            blmpop = int(str(server.get("redis_version", "0")).split(".")[0]) >= 7
+            await self._follower.start()
+        except BaseException:
+            await self._close_clients()
+            raise
+        self._dispatcher.redis = commands
+        self._listener = ResultListener(
+            client=blocking,
+            results_key=self._results_key,
+            blmpop=blmpop,
+            table=self._table,
+            settings=self.settings,
+            revoke=self._revoker.revoke,
+            stats=self.stats,
+        )
+        self._lost = LostMessages(
+            client=commands,
+            keys=self.keys,
+            results_key=self._results_key,
+            table=self._table,
+            interval=self.settings.lost_message_check,
+            broker_url=url,
+        )
+        self._background.spawn(self._listener.run(), "result listener")
+        self._background.spawn(self._lost.run(), "lost-message check")
+
+    async def close(self) -> None:
+        # first: revokes asked for must reach the workers even when the process exits next
+        await self._revoker.flush(REVOKE_FLUSH)
+        await self._dispatcher.stop()
+        await self._follower.close()
+        await self._background.cancel_all()
+        await self._close_clients()
+        self._dispatcher.redis = None
+        self._listener = self._lost = None
+        for backend in (self._memory, self._kv, self._artifacts):
+            if isinstance(backend, (RedisMemoryBackend, RedisKV, RedisArtifactStore)):
+                await backend.aclose()
+
+    async def _close_clients(self) -> None:
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
+
+    def builtins(self) -> BuiltinBackends:
+        """The workers' memory, kv and artifacts, and this process's own channel."""
+        return BuiltinBackends(
+            channel=current_services().builtins.channel,
+            memory=self._memory,
+            kv=self._kv,
+            artifacts=self._artifacts,
+        )
+
+    # -- nodes -------------------------------------------------------------------------
+    def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
+        self._dispatcher.submit(jobs, on_done)
+
+    def cancel(self, job: NodeJob) -> None:
+        if self._dispatcher.cancel(job.key):
+            return  # not published yet: it never will be
+        _, emptied = self._table.pop_job(job.key)
+        # a packed node: its message is stopped once none of its nodes is wanted any more
+        # (until then a cancelled node may still run; its outcome is ignored)
+        if emptied is not None:
+            self._revoker.revoke(emptied.task_id)
+
+    @property
+    def in_flight(self) -> int:
+        """Nodes submitted and not settled yet (unsent or awaiting their outcome)."""
+        return self._dispatcher.unsent + len(self._table)

@@ -1,0 +1,109 @@
+"""The bound for nodes whose message is lost: detected, reported, never waited on for ever.
+
+A published node normally ends with an outcome pushed by its worker, or — when it has a timeout —
+with the client-side timeout backstop. A node *without* a timeout whose message disappears
+(Redis restarted without persistence, a key evicted under ``maxmemory``, a flush) would wait for
+ever. This check finds such messages where it costs nothing on the hot path:
+
+* Every ``settings.lost_message_check`` seconds, and only while messages older than that are in
+  flight, one pipelined round trip asks the broker for the delivery tags in kombu's ``unacked``
+  hash (the messages workers hold: reserved or running, ``acks_late``; the client sets a
+  message's tag to its task id) and the length of each queue such messages went to, plus this
+  client's result list.
+* A message is where it should be if a worker holds it, or if its queue is not empty (it may be
+  waiting there; the queue is never read, so a long queue costs nothing). It is *suspect* when its
+  queue is empty, no worker holds it and no result is waiting to be read.
+* A message suspect at two checks in a row is lost: its nodes fail with a retryable
+  ``NodeLostError`` (the scheduler retries them if their tool allows; execution is at-least-once).
+  Two strikes cover the moments in between (a worker has popped the message but not yet recorded
+  it as unacked; a result was pushed just after the check read the result list).
+
+Limits, by design: a message in a queue that never empties is trusted to be there; a worker that
+dies holding a message leaves it in ``unacked``, which the visibility timeout (and the worker
+liveness work of the reliability issue) handles. Nothing here adds a per-node round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from aethergraph.errors import NodeLostError
+from aethergraph.execution.base import NodeOutcome, failure_from
+from aethergraph.execution.celery.broker import BROKER_ERRORS
+from aethergraph.execution.celery.inflight import InFlight, Sent
+from aethergraph.keys import Keys
+from aethergraph.settings import redact_url
+
+log = logging.getLogger("aethergraph")
+
+
+class LostMessages:
+    """Periodically checks that old in-flight messages still exist in the broker."""
+
+    def __init__(
+        self,
+        *,
+        client: aioredis.Redis,
+        keys: Keys,
+        results_key: str,
+        table: InFlight,
+        interval: float,
+        broker_url: str,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._results_key = results_key
+        self._table = table
+        self.interval = interval
+        self._broker = redact_url(broker_url)
+        #: nodes failed as lost so far (tests and diagnostics)
+        self.lost = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except BROKER_ERRORS as exc:  # the listener and dispatcher handle outages
+                log.debug("lost-message check skipped: %s", exc)
+
+    async def check(self) -> None:
+        """One check (see the module docstring)."""
+        horizon = time.monotonic() - self.interval
+        old = [m for m in self._table.sent.values() if m.sent_at <= horizon]
+        if not old:
+            return
+        queues = sorted({m.queue for m in old})
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hkeys(self._keys.celery_unacked())
+        pipe.llen(self._results_key)
+        for queue in queues:
+            pipe.llen(queue)
+        held_raw, results_waiting, *lengths = await pipe.execute()
+        if results_waiting:
+            return  # outcomes are still to be read: they may answer for the old messages
+        held = {t.decode() if isinstance(t, bytes) else str(t) for t in held_raw}
+        queued = {queue for queue, length in zip(queues, lengths, strict=True) if length}
+        for message in old:
+            if message.task_id in held or message.queue in queued:
+                message.suspect = False
+            elif not message.suspect:
+                message.suspect = True
+            elif self._table.sent.get(message.task_id) is message:
+                self._report(message)
+
+    def _report(self, message: Sent) -> None:
+        for pending in self._table.drop_message(message):
+            job = pending.job
+            self.lost += 1
+            exc = NodeLostError(
+                f"the Celery message of node {job.node_id!r} (tool {job.tool.name!r}, queue "
+                f"{message.queue!r}) is gone from the broker {self._broker}: no worker holds it, "
+                "its queue is empty and no outcome arrived (did Redis restart without "
+                "persistence, or evict keys under maxmemory?)"
+            )
+            pending.on_done(job, NodeOutcome(failure=failure_from(exc)))

@@ -1,0 +1,156 @@
+"""Results: outcomes pushed by the workers, popped in bursts, resolved into node outcomes.
+
+Every worker pushes each finished attempt onto this client's result list
+(``Keys.client_results``); one background task pops them — a blocking pop that takes a whole
+burst at once (``BLMPOP`` on Redis >= 7) — and resolves the nodes: no per-task polling, no
+``AsyncResult.get()``. An outcome carries ``started_at`` / ``finished_at``, the worker's clock
+around the tool call, so a node's duration is its run time, not its time in the queue.
+
+**Timeout backstop.** A node with a timeout is timed out by its worker; if that report never
+comes (the worker died hard, the message was lost), the client fails the node
+``TIMEOUT_GRACE`` seconds after its timeout — counted from the moment the worker reported that
+the tool *started* (a ``started`` message), not from publishing, since the node may wait in a
+queue for a long time.
+
+**Broker outage.** The listener rides out broker errors (see ``broker``); when the broker stays
+unreachable beyond ``broker_outage_timeout``, no outcome can arrive, so every node in flight
+fails with ``BrokerUnavailableError`` rather than waiting for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aethergraph import codec
+from aethergraph.errors import NodeTimeoutError
+from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
+from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
+from aethergraph.execution.celery.dispatch import TIMEOUT_GRACE
+from aethergraph.execution.celery.inflight import InFlight, Pending
+from aethergraph.settings import Settings
+
+log = logging.getLogger("aethergraph")
+
+DRAIN = 256  # results popped per round trip after a blocking pop returned
+POP_WAIT = 5  # seconds one blocking pop waits
+
+
+def _epoch(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class ResultListener:
+    """Pops this client's result list and settles the nodes in flight."""
+
+    def __init__(
+        self,
+        *,
+        client: aioredis.Redis,
+        results_key: str,
+        blmpop: bool,
+        table: InFlight,
+        settings: Settings,
+        revoke: Callable[[str], None],
+        stats: dict[str, int],
+    ) -> None:
+        self._client = client
+        self._key = results_key
+        self._blmpop = blmpop
+        self._table = table
+        self._revoke = revoke
+        self._stats = stats
+        self._outage = Outage(settings.broker_url or "", settings.broker_outage_timeout)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                raws = await self._pop()
+            except BROKER_ERRORS as exc:
+                if self._outage.failed():
+                    self._fail_in_flight(self._outage.error(exc, "waiting for node results"))
+                    self._outage.clear()
+                else:
+                    log.warning(
+                        "result listener: broker %s: %s; retrying", self._outage.broker, exc
+                    )
+                    await asyncio.sleep(self._outage.pause())
+                continue
+            self._outage.clear()
+            for raw in raws:
+                self.on_result(raw)
+
+    async def _pop(self) -> list[Any]:
+        client = self._client
+        if self._blmpop:  # Redis >= 7: a burst in the same round trip
+            popped = await client.blmpop(POP_WAIT, 1, self._key, direction="LEFT", count=DRAIN)
+            return [] if popped is None else list(popped[1])
+        item = await client.blpop([self._key], timeout=POP_WAIT)
+        if item is None:
+            return []
+        raws = [item[1]]
+        if len(self._table) > 1:  # a burst may be waiting: take it too
+            more = await client.lpop(self._key, DRAIN)
+            if isinstance(more, list):
+                raws.extend(more)
+        return raws
+
+    def _fail_in_flight(self, exc: BaseException) -> None:
+        for outcome_id in list(self._table.pending):
+            pending, _ = self._table.pop(outcome_id)
+            if pending is not None:
+                pending.on_done(pending.job, NodeOutcome(failure=failure_from(exc)))
+
+    def on_result(self, raw: bytes | str) -> None:
+        self._stats["results"] += 1
+        self._stats["result_bytes"] += len(raw)
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("dropping malformed result message %r", raw[:200])
+            return
+        task_id = str(message.get("task_id", ""))
+        if message.get("started"):  # a tool with a timeout began: arm the backstop now
+            self._arm_backstop(task_id)
+            return
+        pending, _ = self._table.pop(task_id)
+        if pending is None:
+            return  # an attempt we gave up on (cancelled, timed out, lost)
+        started = _epoch(message.get("started_at"))
+        finished = _epoch(message.get("finished_at"))
+        failure = message.get("failure")
+        if failure:
+            outcome = NodeOutcome(
+                failure=NodeFailure.from_dict(failure), started_at=started, finished_at=finished
+            )
+        else:
+            try:
+                outputs = codec.decode(message.get("outputs") or {})
+                outcome = NodeOutcome(outputs, started_at=started, finished_at=finished)
+            except Exception as exc:
+                outcome = NodeOutcome(
+                    failure=failure_from(exc), started_at=started, finished_at=finished
+                )
+        pending.on_done(pending.job, outcome)
+
+    def _arm_backstop(self, task_id: str) -> None:
+        started: Pending | None = self._table.pending.get(task_id)
+        if started is not None and started.job.timeout and started.timer is None:
+            started.timer = asyncio.get_running_loop().call_later(
+                started.job.timeout + TIMEOUT_GRACE, self._time_out, task_id
+            )
+
+    def _time_out(self, task_id: str) -> None:
+        pending, message = self._table.pop(task_id)
+        if pending is None:
+            return
+        if message is not None:
+            self._revoke(message.task_id)
+        job = pending.job
+        exc = NodeTimeoutError(f"tool {job.tool.name!r} exceeded its timeout of {job.timeout}s")
+        pending.on_done(job, NodeOutcome(failure=failure_from(exc)))
