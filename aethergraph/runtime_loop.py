@@ -6,6 +6,12 @@ event loop as the body, blocking the body would block them too and the run would
 the scheduler (and, for the in-process executor, the tools) on a loop of its own makes such a
 wait safe everywhere — in scripts, in async code and inside Jupyter's already-running loop.
 Services are started and closed on this loop too.
+
+Why hand-written rather than ``anyio.from_thread.start_blocking_portal``: the scheduler posts
+work to this loop once per burst of traced calls and of finished nodes, and needs the raw
+asyncio loop (``call_soon`` with a fresh ``contextvars.Context``, ``call_later`` timers, tasks).
+A portal wraps each call in a task of its own and hides the loop; the ~100 lines here buy the
+cheap wake-ups and the context isolation the hot path relies on.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -117,15 +124,15 @@ def shutdown(timeout: float = 10.0) -> None:
             try:
                 await hook()
             except Exception:
-                import logging
-
                 logging.getLogger("aethergraph").exception("shutdown hook failed")
 
     if threading.current_thread() is not thread:
         try:
             asyncio.run_coroutine_threadsafe(_run_hooks(), loop).result(timeout)
-        except Exception:
-            pass
+        except Exception:  # each hook logs its own failure; this is the wait itself failing
+            logging.getLogger("aethergraph").warning(
+                "shutdown hooks did not finish within %ss", timeout, exc_info=True
+            )
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not loop.is_running():
