@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from typing import Any
 
 import redis
@@ -142,3 +143,30 @@ def d_fail_if(x: int, bad: list[int]) -> dict[str, Any]:
     if x in bad:
         raise ValueError(f"bad input {x}")
     return {"y": x}
+
+
+# -- worker runtime tests (test_worker_runtime.py) --------------------------------------------
+
+
+class _Opaque:
+    """No codec support: outputs holding one cannot be encoded."""
+
+
+@tool(outputs=["y"], retries=3, retry_backoff=0.01, retry_jitter=False)
+def d_unencodable(key: str) -> dict[str, Any]:
+    """Counts its runs, then returns an output no codec can encode (a deterministic failure)."""
+    _redis().incr(key)
+    return {"y": _Opaque()}
+
+
+@tool(outputs=["pid"])
+def d_pid() -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+@tool(outputs=["start", "end"])
+async def d_interval(seconds: float = 0.2) -> dict[str, Any]:
+    """Records when it ran (the worker's wall clock), to count how many ran at once."""
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
