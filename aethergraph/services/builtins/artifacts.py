@@ -3,6 +3,9 @@
 An artifact is named by the sha256 of its content (``artifact://sha256/<hex>``), so saving the
 same content twice yields the same URI and stores it once, and a URI can be passed between nodes,
 runs and processes as a plain string. Big data goes here; kv / memory / channel hold the URI.
+
+A bad argument (not bytes, a malformed URI, an object that is not JSON) raises
+:class:`~aethergraph.errors.ServiceUsageError`; an unknown URI :class:`ArtifactNotFoundError`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from aethergraph.errors import ArtifactNotFoundError, ConfigurationError, ToolCallError
+from aethergraph.errors import ArtifactNotFoundError, ConfigurationError, ServiceUsageError
 
 URI_PREFIX = "artifact://sha256/"
 CHUNK_SIZE = 1024 * 1024
-_INLINE_LIMIT = CHUNK_SIZE  # bytes payloads larger than this are written off the event loop
+# Payloads larger than this are hashed / written / read on a thread, off the event loop (every
+# store uses it, so one place decides what "too big to do inline" means).
+INLINE_LIMIT = CHUNK_SIZE
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -34,7 +39,7 @@ class _Hasher(Protocol):
 def make_uri(digest: str) -> str:
     """The URI of the artifact whose sha256 hex digest is ``digest``."""
     if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-        raise ConfigurationError(
+        raise ServiceUsageError(
             f"make_uri() needs a 64-character lowercase sha256 hex digest, got {digest!r}."
         )
     return URI_PREFIX + digest
@@ -43,13 +48,13 @@ def make_uri(digest: str) -> str:
 def parse_uri(uri: str) -> str:
     """The sha256 hex digest named by ``uri``."""
     if not isinstance(uri, str):
-        raise ToolCallError(
+        raise ServiceUsageError(
             f"artifact URIs are str, got {type(uri).__name__}; "
             f"expected '{URI_PREFIX}<64 hex digits>' as returned by save_*()."
         )
     digest = uri[len(URI_PREFIX) :] if uri.startswith(URI_PREFIX) else ""
     if not _DIGEST_RE.fullmatch(digest):
-        raise ConfigurationError(
+        raise ServiceUsageError(
             f"malformed artifact URI {uri!r}; expected '{URI_PREFIX}<64 lowercase hex digits>' "
             "as returned by context.artifacts().save_*()."
         )
@@ -82,7 +87,7 @@ class ArtifactStore(ABC):
     async def save_text(self, text: str, encoding: str = "utf-8") -> str:
         """Store ``text`` encoded with ``encoding``."""
         if not isinstance(text, str):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().save_text() takes a str, got {type(text).__name__}; "
                 "use save_bytes() for bytes or save_json() for structured data."
             )
@@ -97,7 +102,7 @@ class ArtifactStore(ABC):
         try:
             text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().save_json() needs a JSON-compatible object, got "
                 f"{type(obj).__name__} ({exc}); convert it first, or use save_bytes()/save_file()."
             ) from exc
@@ -108,13 +113,16 @@ class ArtifactStore(ABC):
         return json.loads(await self.load_bytes(uri))
 
 
-def _check_bytes(data: Any) -> bytes:
+def check_bytes(data: Any) -> bytes:
+    """``data`` as bytes (bytearray / memoryview are copied), or :class:`ServiceUsageError`."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
     hint = "use save_text() for str" if isinstance(data, str) else "use save_json() for objects"
-    raise ToolCallError(f"artifacts().save_bytes() takes bytes, got {type(data).__name__}; {hint}.")
+    raise ServiceUsageError(
+        f"artifacts().save_bytes() takes bytes, got {type(data).__name__}; {hint}."
+    )
 
 
 class FilesystemArtifactStore(ArtifactStore):
@@ -127,7 +135,7 @@ class FilesystemArtifactStore(ArtifactStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         if not isinstance(root, str | os.PathLike):
-            raise ToolCallError(
+            raise ConfigurationError(
                 f"FilesystemArtifactStore(root) needs a path, got {type(root).__name__}."
             )
         self.root = Path(root)
@@ -204,14 +212,14 @@ class FilesystemArtifactStore(ArtifactStore):
         return dest
 
     async def save_bytes(self, data: bytes) -> str:
-        data = _check_bytes(data)
-        if len(data) > _INLINE_LIMIT:
+        data = check_bytes(data)
+        if len(data) > INLINE_LIMIT:
             return await asyncio.to_thread(self._save_bytes_sync, data)
         return self._save_bytes_sync(data)
 
     async def load_bytes(self, uri: str) -> bytes:
         path = self._existing_path(uri)
-        if path.stat().st_size > _INLINE_LIMIT:
+        if path.stat().st_size > INLINE_LIMIT:
             return await asyncio.to_thread(path.read_bytes)
         return path.read_bytes()
 
@@ -220,7 +228,7 @@ class FilesystemArtifactStore(ArtifactStore):
 
     async def save_file(self, path: str | os.PathLike[str]) -> str:
         if not isinstance(path, str | os.PathLike):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().save_file() takes a path, got {type(path).__name__}; "
                 "use save_bytes()/save_text() for in-memory data."
             )
@@ -228,7 +236,7 @@ class FilesystemArtifactStore(ArtifactStore):
 
     async def load_file(self, uri: str, dest: str | os.PathLike[str]) -> Path:
         if not isinstance(dest, str | os.PathLike):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().load_file() dest must be a path, got {type(dest).__name__}."
             )
         parse_uri(uri)  # fail fast on a malformed URI, before a thread hop
@@ -237,9 +245,11 @@ class FilesystemArtifactStore(ArtifactStore):
 
 __all__ = [
     "CHUNK_SIZE",
+    "INLINE_LIMIT",
     "URI_PREFIX",
     "ArtifactStore",
     "FilesystemArtifactStore",
+    "check_bytes",
     "make_uri",
     "parse_uri",
 ]

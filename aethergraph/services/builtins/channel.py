@@ -3,6 +3,8 @@
 A :class:`Channel` is bound to one node and stamps every message with its run / graph / node ids;
 the process-wide :class:`ChannelBackend` decides where messages go (console, nowhere, a list, or a
 shared bus in a distributed deployment). Payloads stay JSON-compatible so any backend can ship them.
+A bad argument (empty kind, a payload that is not JSON, negative progress) raises
+:class:`~aethergraph.errors.ServiceUsageError` before any backend sees the message.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from aethergraph.errors import ConfigurationError, ToolCallError
+from aethergraph.errors import ServiceUsageError
 
 KINDS: tuple[str, ...] = ("text", "json", "progress", "file")
 
@@ -152,14 +154,14 @@ class Channel:
     async def send(self, kind: str, payload: Any) -> ChannelMessage:
         """Publish a message of any ``kind`` with a JSON-compatible ``payload``."""
         if not isinstance(kind, str) or not kind:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send() needs a non-empty str kind, got {kind!r}; "
                 f"use one of {', '.join(KINDS)} or a custom name."
             )
         try:
-            json.dumps(payload)
+            json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send({kind!r}, ...) payload of type {type(payload).__name__} is not "
                 f"JSON-compatible ({exc}); send plain dicts/lists/str/numbers, or save the data "
                 "with context.artifacts() and send_file() its URI."
@@ -178,7 +180,7 @@ class Channel:
     async def send_text(self, text: str) -> ChannelMessage:
         """Send a line of text."""
         if not isinstance(text, str):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send_text() takes a str, got {type(text).__name__}; "
                 "use send_json() for structured data or str(...) to format it first."
             )
@@ -196,22 +198,22 @@ class Channel:
             if value is None and label == "total":
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ToolCallError(
+                raise ServiceUsageError(
                     f"channel().send_progress() {label} must be a number, "
                     f"got {type(value).__name__}."
                 )
             if not math.isfinite(value) or value < 0:
-                raise ConfigurationError(
+                raise ServiceUsageError(
                     f"channel().send_progress() {label} must be a finite number >= 0, "
                     f"got {value!r}."
                 )
         if total is not None and total == 0 and current:
-            raise ConfigurationError(
+            raise ServiceUsageError(
                 "channel().send_progress() total must be > 0 when current is not 0; "
                 "pass total=None when the total is unknown."
             )
         if not isinstance(message, str):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send_progress() message must be a str, got {type(message).__name__}."
             )
         payload = {"current": current, "total": total, "message": message}
@@ -220,12 +222,12 @@ class Channel:
     async def send_file(self, uri: str, name: str | None = None) -> ChannelMessage:
         """Point watchers at a file, usually an ``artifact://`` URI from ``artifacts()``."""
         if not isinstance(uri, str) or not uri:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send_file() needs a non-empty str uri, got {uri!r}; "
                 "save the file with context.artifacts().save_file(path) and send its URI."
             )
         if name is not None and not isinstance(name, str):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel().send_file() name must be a str or None, got {type(name).__name__}."
             )
         return await self.send("file", {"uri": uri, "name": name})

@@ -3,6 +3,10 @@
 Values are JSON-compatible and stored as copies (the semantics a Redis backend has), so code
 written against the in-process store behaves the same when workers share a remote one.
 Large or binary values belong in ``context.artifacts()``; store their URI here instead.
+
+A bad argument (a key that is not a non-empty str, a ttl that is not positive seconds, a value
+that is not JSON-compatible) raises :class:`~aethergraph.errors.ServiceUsageError`, the same from
+every backend, so node code can catch one class wherever it runs.
 """
 
 from __future__ import annotations
@@ -15,18 +19,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from aethergraph.errors import ConfigurationError, ToolCallError
+from aethergraph.errors import ServiceUsageError
 
 
 def check_key(key: Any) -> str:
     """Validate a key: a non-empty str."""
     if not isinstance(key, str):
-        raise ToolCallError(
+        raise ServiceUsageError(
             f"kv() keys must be str, got {type(key).__name__} ({key!r}); "
             "format the key yourself, e.g. f'user:{user_id}'."
         )
     if not key:
-        raise ConfigurationError("kv() keys must be non-empty strings; pass a name such as 'seen'.")
+        raise ServiceUsageError("kv() keys must be non-empty strings; pass a name such as 'seen'.")
     return key
 
 
@@ -35,9 +39,11 @@ def check_ttl(ttl: Any) -> float | None:
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise ToolCallError(f"kv().set(ttl=...) must be seconds or None, got {type(ttl).__name__}.")
+        raise ServiceUsageError(
+            f"kv().set(ttl=...) must be seconds or None, got {type(ttl).__name__}."
+        )
     if not math.isfinite(ttl) or ttl <= 0:
-        raise ConfigurationError(
+        raise ServiceUsageError(
             f"kv().set(ttl=...) must be a positive number of seconds, got {ttl!r}; "
             "pass ttl=None to keep the value until it is deleted."
         )
@@ -49,7 +55,7 @@ def encode_value(key: str, value: Any) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ToolCallError(
+        raise ServiceUsageError(
             f"kv().set({key!r}, ...) needs a JSON-compatible value, got {type(value).__name__} "
             f"({exc}); store binary or large data with context.artifacts() and put its URI here."
         ) from exc
@@ -136,7 +142,11 @@ class InMemoryKV(KVStore):
             return self._live(key, self._clock()) is not None
 
     def __len__(self) -> int:
-        """Number of unexpired keys (purges expired ones as a side effect)."""
+        """Number of unexpired keys (purges expired ones as a side effect).
+
+        Beware: with ``__len__`` an empty store is falsy, so ``kv or default`` replaces an empty
+        store. Test a store with ``is None``, never by truth value (review D5).
+        """
         with self._lock:
             self._purge_expired(self._clock())
             return len(self._data)

@@ -3,6 +3,9 @@
 Nodes record what happened (``record("decision", {...})``) and later nodes read the recent past
 (``recent(5)``). Events get a per-run ``seq`` so order is well defined even across threads and,
 with a shared backend, across worker processes. Data stays JSON-compatible for that reason.
+
+Bad arguments of ``record`` / ``recent`` raise :class:`~aethergraph.errors.ServiceUsageError`;
+a bad backend setting (``max_events_per_run=0``) is a ``ConfigurationError``, found at start-up.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from aethergraph.errors import ConfigurationError, ToolCallError
+from aethergraph.errors import ConfigurationError, ServiceUsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +167,9 @@ class InMemoryMemoryBackend(MemoryBackend):
 def _copy_json(data: Any, kind: str) -> Any:
     """A JSON round-tripped copy, so later mutation by the caller cannot rewrite history."""
     try:
-        return json.loads(json.dumps(data))
+        return json.loads(json.dumps(data, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise ToolCallError(
+        raise ServiceUsageError(
             f"memory().record({kind!r}, data) needs JSON-compatible data, got "
             f"{type(data).__name__} ({exc}); record plain dicts/lists/str/numbers, or save the "
             "object with context.artifacts() and record its URI."
@@ -185,7 +188,7 @@ class Memory:
     async def record(self, kind: str, data: Any = None) -> MemoryEvent:
         """Append an event of ``kind`` (a label such as ``"observation"``) to the run's log."""
         if not isinstance(kind, str) or not kind:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"memory().record() needs a non-empty str kind, got {kind!r}; "
                 'pass a label such as record("observation", data).'
             )
@@ -200,13 +203,13 @@ class Memory:
     async def recent(self, n: int = 20, kind: str | None = None) -> list[MemoryEvent]:
         """The last ``n`` events of this run (only of ``kind`` if given), oldest first."""
         if isinstance(n, bool) or not isinstance(n, int):
-            raise ToolCallError(f"memory().recent(n) needs an int n, got {type(n).__name__}.")
+            raise ServiceUsageError(f"memory().recent(n) needs an int n, got {type(n).__name__}.")
         if n < 1:
-            raise ConfigurationError(
+            raise ServiceUsageError(
                 f"memory().recent(n) needs n >= 1, got {n}; use snapshot() for every event."
             )
         if kind is not None and not isinstance(kind, str):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"memory().recent(kind=...) must be a str or None, got {type(kind).__name__}."
             )
         return await self._backend.recent(self.run_id, n, kind)

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -34,18 +34,19 @@ from aethergraph.errors import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
     ConfigurationError,
-    ToolCallError,
+    ServiceUsageError,
 )
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.artifacts import (
-    _INLINE_LIMIT,
+    INLINE_LIMIT,
     ArtifactStore,
-    _check_bytes,
+    check_bytes,
     make_uri,
     parse_uri,
 )
 from aethergraph.services.builtins.kv import KVStore, check_key, check_ttl, encode_value
 from aethergraph.services.builtins.memory import MemoryBackend, MemoryEvent
+from aethergraph.settings import redact_url  # the one redaction (kombu's), re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +54,6 @@ DEFAULT_TTL = 7 * 24 * 3600.0  # seconds: long enough to inspect a run, short en
 DEFAULT_MAX_ARTIFACT_SIZE = 512 * 1024 * 1024  # Redis' default proto-max-bulk-len
 _URL_SCHEMES = ("redis", "rediss", "unix")
 _CLOSE_TIMEOUT = 5.0
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to log or put in an error."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_redis_url(url: Any) -> str:
@@ -91,13 +81,16 @@ def check_keys(keys: Any) -> Keys:
     return keys
 
 
-def _positive_number(owner: str, label: str, value: Any) -> float:
+def positive_number(owner: str, label: str, value: Any) -> float:
+    """A backend setting that must be a positive number of seconds / bytes (else configuration
+    fails at start-up, not on a worker's first call)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"{owner}({label}=...) must be a positive number, got {value!r}.")
     return float(value)
 
 
-def _positive_int(owner: str, label: str, value: Any) -> int:
+def positive_int(owner: str, label: str, value: Any) -> int:
+    """A backend setting that must be an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{owner}({label}=...) must be an int >= 1, got {value!r}.")
     return value
@@ -176,8 +169,9 @@ class PerLoopClients:
                     logger.warning("could not close a Redis client of another loop: %r", exc)
 
 
-class _RedisService:
-    """Common constructor of the Redis backends: a URL, a key namespace, per-loop clients."""
+class RedisService:
+    """Base of every Redis backend (here and in ``redis_channel``): a validated URL, a key
+    namespace, one client per event loop, a password-free ``url`` and ``repr``."""
 
     def __init__(self, url: str, keys: Keys) -> None:
         self._clients = PerLoopClients(url)
@@ -199,7 +193,7 @@ class _RedisService:
         return f"{type(self).__name__}({self.url!r}, namespace={self.keys.ns!r})"
 
 
-class RedisKV(_RedisService, KVStore):
+class RedisKV(RedisService, KVStore):
     """``context.kv()`` in Redis: JSON strings under ``keys.kv(key)``, expiry by ``SET ... PX``."""
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -249,7 +243,7 @@ def _decode_events(raws: Sequence[bytes | str]) -> list[MemoryEvent]:
     return events
 
 
-class RedisMemoryBackend(_RedisService, MemoryBackend):
+class RedisMemoryBackend(RedisService, MemoryBackend):
     """``context.memory()`` in Redis: a list of JSON events per run plus an ``INCR`` counter.
 
     Each run keeps at most ``max_events_per_run`` events (oldest trimmed, ``seq`` keeps counting);
@@ -267,8 +261,8 @@ class RedisMemoryBackend(_RedisService, MemoryBackend):
     ) -> None:
         super().__init__(url, keys)
         owner = type(self).__name__
-        self.max_events_per_run = _positive_int(owner, "max_events_per_run", max_events_per_run)
-        self.ttl = _positive_number(owner, "ttl", ttl)
+        self.max_events_per_run = positive_int(owner, "max_events_per_run", max_events_per_run)
+        self.ttl = positive_number(owner, "ttl", ttl)
         self._sync_lock = threading.Lock()
         self._sync_client: redis.Redis | None = None
 
@@ -285,9 +279,9 @@ class RedisMemoryBackend(_RedisService, MemoryBackend):
             "ts": ts,
         }
         try:
-            body = json.dumps(fields)
+            body = json.dumps(fields, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"memory().record({kind!r}, data) needs JSON-compatible data ({exc})."
             ) from exc
         head = body[:-1] + ', "seq": '  # the script appends the seq and the closing brace
@@ -366,7 +360,7 @@ class RedisMemoryBackend(_RedisService, MemoryBackend):
             client.close()
 
 
-class RedisArtifactStore(_RedisService, ArtifactStore):
+class RedisArtifactStore(RedisService, ArtifactStore):
     """``context.artifacts()`` in Redis: content-addressed blobs under ``keys.artifact(digest)``.
 
     Meant for the small-to-medium results tools pass between workers without a shared disk.
@@ -384,8 +378,8 @@ class RedisArtifactStore(_RedisService, ArtifactStore):
     ) -> None:
         super().__init__(url, keys)
         owner = type(self).__name__
-        self.ttl = _positive_number(owner, "ttl", ttl)
-        self.max_size = _positive_int(owner, "max_size", max_size)
+        self.ttl = positive_number(owner, "ttl", ttl)
+        self.max_size = positive_int(owner, "max_size", max_size)
 
     def _check_size(self, size: int) -> None:
         if size > self.max_size:
@@ -396,9 +390,9 @@ class RedisArtifactStore(_RedisService, ArtifactStore):
             )
 
     async def save_bytes(self, data: bytes) -> str:
-        data = _check_bytes(data)
+        data = check_bytes(data)
         self._check_size(len(data))
-        if len(data) > _INLINE_LIMIT:
+        if len(data) > INLINE_LIMIT:
             digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         else:
             digest = hashlib.sha256(data).hexdigest()
@@ -438,7 +432,7 @@ class RedisArtifactStore(_RedisService, ArtifactStore):
     async def save_file(self, path: str | os.PathLike[str]) -> str:
         """Store the file at ``path``; read whole (it must fit ``max_size``), off the loop."""
         if not isinstance(path, str | os.PathLike):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().save_file() takes a path, got {type(path).__name__}; "
                 "use save_bytes()/save_text() for in-memory data."
             )
@@ -446,7 +440,7 @@ class RedisArtifactStore(_RedisService, ArtifactStore):
 
     async def load_file(self, uri: str, dest: str | os.PathLike[str]) -> Path:
         if not isinstance(dest, str | os.PathLike):
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"artifacts().load_file() dest must be a path, got {type(dest).__name__}."
             )
         data = await self.load_bytes(uri)
@@ -468,7 +462,10 @@ __all__ = [
     "RedisArtifactStore",
     "RedisKV",
     "RedisMemoryBackend",
+    "RedisService",
     "check_keys",
     "check_redis_url",
+    "positive_int",
+    "positive_number",
     "redact_url",
 ]

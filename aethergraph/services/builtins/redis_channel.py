@@ -23,14 +23,19 @@ import redis.asyncio
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from aethergraph.errors import RuntimeUsageError, ServiceError, ToolCallError
+from aethergraph.errors import (
+    ConfigurationError,
+    RuntimeUsageError,
+    ServiceError,
+    ServiceUsageError,
+)
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.channel import ChannelBackend, ChannelMessage
 from aethergraph.services.builtins.redis_backends import (
-    _positive_number,
-    _RedisService,
+    RedisService,
     check_keys,
     check_redis_url,
+    positive_number,
     redact_url,
 )
 
@@ -41,7 +46,7 @@ _WARN_EVERY = 30.0  # seconds between repeated "cannot publish" warnings
 _MAX_BACKOFF = 5.0
 
 
-class RedisChannelBackend(_RedisService, ChannelBackend):
+class RedisChannelBackend(RedisService, ChannelBackend):
     """Publishes every channel message on its run's Redis channel.
 
     A tool must never fail because its progress output could not be delivered: Redis errors and
@@ -50,14 +55,14 @@ class RedisChannelBackend(_RedisService, ChannelBackend):
 
     def __init__(self, url: str, keys: Keys, *, timeout: float = 2.0) -> None:
         super().__init__(url, keys)
-        self.timeout = _positive_number(type(self).__name__, "timeout", timeout)
+        self.timeout = positive_number(type(self).__name__, "timeout", timeout)
         self._last_warning = -_WARN_EVERY
 
     async def publish(self, message: ChannelMessage) -> None:
         try:
-            payload = json.dumps(message.to_dict())
+            payload = json.dumps(message.to_dict(), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ToolCallError(
+            raise ServiceUsageError(
                 f"channel message payload of type {type(message.payload).__name__} is not "
                 f"JSON-compatible ({exc}); send plain dicts/lists/str/numbers."
             ) from exc
@@ -80,7 +85,7 @@ class RedisChannelBackend(_RedisService, ChannelBackend):
 
 def _check_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not run_id:
-        raise ToolCallError(f"run ids are non-empty str, got {run_id!r}.")
+        raise ServiceUsageError(f"run ids are non-empty str, got {run_id!r}.")
     return run_id
 
 
@@ -112,13 +117,13 @@ class RunEventSubscriber:
         confirm_timeout: float = 10.0,
     ) -> None:
         if not callable(on_message):
-            raise ToolCallError(
+            raise ConfigurationError(
                 f"RunEventSubscriber(on_message=...) must be callable, got {on_message!r}."
             )
         self._url = check_redis_url(url)
         self.keys = check_keys(keys)
         self._on_message = on_message
-        self._confirm_timeout = _positive_number(
+        self._confirm_timeout = positive_number(
             type(self).__name__, "confirm_timeout", confirm_timeout
         )
         self._runs: dict[bytes, str] = {}  # channel -> run id, for every run being followed
