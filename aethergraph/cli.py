@@ -1,4 +1,8 @@
-"""The ``aethergraph`` command line: ``demo``, ``run`` and ``worker``."""
+"""The ``aethergraph`` command line: ``demo``, ``run`` and ``worker``.
+
+Also ``python -m aethergraph`` (see ``__main__.py``). Every mistake of the user's ends in one
+``error: …`` line on stderr and exit code 2; URLs are shown with their passwords redacted.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aethergraph.errors import AetherGraphError, ConfigurationError
+import redis
+
+import aethergraph
+from aethergraph.errors import AetherGraphError, BrokerUnavailableError, ConfigurationError
 from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
-from aethergraph.settings import get_settings
+from aethergraph.settings import Settings, check_broker_url, get_settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
 
 
@@ -46,6 +53,33 @@ def _load_graph(target: str) -> tuple[GraphFunction, str]:
     if len(current_registry().list("tool")) == tools_before:
         tools = ""  # the target defines no tools: nothing for workers to serve
     return obj, tools
+
+
+def broker_option(parser: argparse._ActionsContainer) -> None:
+    """``-b/--broker URL``, as on ``celery``: the broker for this command only."""
+    parser.add_argument(
+        "-b",
+        "--broker",
+        default=None,
+        metavar="URL",
+        help="Redis URL of the broker, overriding AETHERGRAPH_BROKER_URL for this command",
+    )
+
+
+def command_settings(broker: str | None) -> Settings:
+    """The settings of one command: the environment's, with ``-b/--broker`` applied.
+
+    The override goes into this command's own :class:`Settings` object (validated like the
+    variable), never into ``os.environ``: the process's settings stay what the environment says.
+    """
+    settings = get_settings()
+    if broker is None:
+        return settings
+    try:
+        check_broker_url(broker)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"-b/--broker {exc}") from exc
+    return settings.updated(broker_url=broker)
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -84,23 +118,47 @@ class _Progress:
 
 
 def _execute(gf: GraphFunction, inputs: dict[str, Any], tools: str, args: Any) -> int:
-    """Run in-process (--local), on the configured broker, or on a fresh LocalCluster."""
+    """Run in-process (--local), on the broker (-b or the settings), or on a LocalCluster.
+
+    A target that registers no ``@tool`` has nothing for workers to serve, so it runs
+    in-process whatever the broker settings say (its body still runs; there are no nodes).
+    """
     if args.local or not tools:
         if not args.local:
             print("no @tool in the target: running in-process", file=sys.stderr)
         return _run_and_print(gf, inputs, "local", args)
-    if get_settings().broker_url:
-        return _run_and_print(gf, inputs, "celery", args)
+    settings = command_settings(args.broker)
+    if settings.broker_url:
+        return _run_on_broker(gf, inputs, settings, args)
     from aethergraph.cluster import LocalCluster
 
     started = time.perf_counter()
     with LocalCluster(workers=args.workers, tools=[tools], concurrency=1) as cluster:
         print(
-            f"LocalCluster: {args.workers} worker processes on {cluster.url} "
+            f"LocalCluster: {args.workers} worker processes on {redact_url(cluster.url)} "
             f"(up in {time.perf_counter() - started:.1f}s)",
             file=sys.stderr,
         )
         return _run_and_print(gf, inputs, cluster.executor, args)
+
+
+def _run_on_broker(gf: GraphFunction, inputs: dict[str, Any], settings: Settings, args: Any) -> int:
+    """Run on the ``aethergraph worker`` pools of ``settings.broker_url``.
+
+    The executor gets this command's settings explicitly (``-b`` is never written to the
+    environment). A broker that cannot be reached is the user's to fix, so it is an error line
+    naming the (redacted) URL, not a traceback.
+    """
+    from aethergraph.execution.celery import CeleryExecutor
+
+    url = redact_url(settings.broker_url or "")
+    try:
+        return _run_and_print(gf, inputs, CeleryExecutor(settings=settings), args)
+    except redis.exceptions.ConnectionError as exc:
+        raise BrokerUnavailableError(
+            f"cannot reach the broker at {url}: {exc} Start Redis there, or point -b/--broker "
+            "(or AETHERGRAPH_BROKER_URL) at a running one; --local runs without a broker."
+        ) from exc
 
 
 def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, args: Any) -> int:
@@ -121,9 +179,11 @@ def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, arg
 def _where_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-node progress lines")
     parser.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--local", action="store_true", help="run in-process instead of on Celery workers"
     )
+    broker_option(where)
     parser.add_argument(
         "--workers",
         type=int,
@@ -135,6 +195,9 @@ def _where_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="aethergraph", description="Run AetherGraph graphs from the command line."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"aethergraph {aethergraph.__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo parameter sweep")
@@ -153,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_p = sub.add_parser(
         "worker", help="serve tools as a Celery worker (other celery worker flags pass through)"
     )
-    from aethergraph.worker_cli import worker_parser
+    from aethergraph.worker_cli import worker_parser  # lazy: it imports Celery and the runtime
 
     worker_parser(worker_p)
     args, extra = parser.parse_known_args(argv)

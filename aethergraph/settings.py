@@ -50,6 +50,18 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{_MASK}@{tail}" if sep else f"{_MASK}@{tail}"
 
 
+def check_broker_url(value: str | None) -> str | None:
+    """``value`` if it is a Redis URL (``None`` for unset or empty), else a
+    :class:`ConfigurationError` that shows the URL redacted and the accepted forms."""
+    if value is None or value == "":
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"must be a Redis URL ({_REDIS_URL_FORMS}), got {redact_url(value)!r}"
+        )
+    return value
+
+
 def _default_artifacts_dir() -> Path:
     return Path.home() / ".cache" / "aethergraph" / "artifacts"
 
@@ -155,13 +167,7 @@ class Settings(BaseSettings):
     @field_validator("broker_url", "result_backend")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(
-                f"must be a Redis URL ({_REDIS_URL_FORMS}), got {redact_url(value)!r}"
-            )
-        return value
+        return check_broker_url(value)
 
     @field_validator("namespace")
     @classmethod

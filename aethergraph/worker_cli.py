@@ -1,7 +1,11 @@
 """``aethergraph worker``: a Celery worker that serves AetherGraph tools.
 
     aethergraph worker --tools pkg.tools[,pkg.more] --services pkg.services:setup \\
-        -Q cpu,gpu -c 8 --pool prefork [any other celery worker flag]
+        -b redis://host:6379/0 -Q cpu,gpu -c 8 --pool prefork [any other celery worker flag]
+
+Flags it does not know go to ``celery worker`` — after being checked against celery's own
+option table here, so a typo is a one-line usage error (exit 2) before anything is imported or
+started, not a click traceback from deep inside Celery.
 """
 
 from __future__ import annotations
@@ -12,13 +16,23 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import click
+
+from aethergraph.cli import broker_option, command_settings
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.celery_app import make_celery_app
 from aethergraph.execution.worker import WorkerRuntime, load_bootstrap, load_tools
 from aethergraph.keys import DEFAULT_QUEUE, Keys
-from aethergraph.settings import get_settings
+from aethergraph.settings import redact_url
 
 POOLS = ("prefork", "threads", "solo")
+
+_DETACH_REFUSED = (
+    "aethergraph worker does not detach (--detach/-D): it runs in the foreground, so that the "
+    "supervisor that started it (systemd, Docker/Kubernetes, Slurm/PBS, or a shell job) sees it "
+    "exit, restarts it, and stops it with SIGTERM (a warm shutdown). For a background worker on "
+    "a shell: nohup aethergraph worker ... --logfile worker.log --pidfile worker.pid &"
+)
 
 
 def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -39,6 +53,7 @@ def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Arg
     parser.add_argument("--pool", choices=POOLS, default="prefork", help="execution pool")
     parser.add_argument("-n", "--hostname", default=None, help="worker node name")
     parser.add_argument("-l", "--loglevel", default="INFO", help="celery log level")
+    broker_option(parser)
     parser.add_argument(
         "--async-concurrency",
         type=int,
@@ -49,12 +64,42 @@ def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Arg
     return parser
 
 
+def check_celery_options(passthrough: Sequence[str]) -> None:
+    """Refuse flags ``celery worker`` would reject, and ``--detach``, before anything starts.
+
+    Parsing uses celery's own ``worker`` command (its click parser, without running the
+    command), so what is accepted here is exactly what celery accepts, for any celery version.
+    Values are checked by celery itself later; :func:`run_worker` turns a rejection there into
+    the same kind of error.
+    """
+    from celery.bin.worker import worker as celery_worker
+
+    parser = celery_worker.make_parser(click.Context(celery_worker, info_name="worker"))
+    try:
+        options, extra, _order = parser.parse_args(list(passthrough))
+    except click.UsageError as exc:
+        raise ConfigurationError(
+            f"celery worker rejects {' '.join(passthrough)!r}: {exc.format_message()} "
+            "(aethergraph worker passes flags it does not know to celery worker; see "
+            "'aethergraph worker --help' and 'celery worker --help')"
+        ) from exc
+    if extra:
+        raise ConfigurationError(
+            f"unexpected argument(s) {' '.join(extra)!r}: aethergraph worker takes no "
+            "positional arguments (modules go in --tools MODULE[,MODULE])"
+        )
+    if options.get("detach"):
+        raise ConfigurationError(_DETACH_REFUSED)
+
+
 def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int:
-    settings = get_settings()
+    settings = command_settings(getattr(args, "broker", None))
     if not settings.broker_url:
         raise ConfigurationError(
-            "aethergraph worker needs a broker: set AETHERGRAPH_BROKER_URL=redis://host:6379/0"
+            "aethergraph worker needs a broker: pass -b redis://host:6379/0 or set "
+            "AETHERGRAPH_BROKER_URL=redis://host:6379/0"
         )
+    check_celery_options(passthrough)
     modules = [m.strip() for m in args.tools.split(",") if m.strip()]
     if not modules:
         raise ConfigurationError("--tools needs at least one module")
@@ -94,6 +139,13 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
         "-E",
         *passthrough,
     ]
-    print(f"aethergraph worker {name}: tools {sorted(tools)} on queues {queues}", flush=True)
-    app.worker_main(argv=argv)
+    print(
+        f"aethergraph worker {name}: tools {sorted(tools)} on queues {queues} "
+        f"(broker {redact_url(settings.broker_url)})",
+        flush=True,
+    )
+    try:
+        app.worker_main(argv=argv)
+    except click.UsageError as exc:  # a value celery rejects (names were checked above)
+        raise ConfigurationError(f"celery worker: {exc.format_message()}") from exc
     return 0
