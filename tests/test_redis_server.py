@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,3 +208,69 @@ def test_no_binary_at_all_is_a_configuration_error_naming_the_fix(
     with pytest.raises(ConfigurationError):
         server.start()
     assert server.directory is None  # nothing was created for a server that cannot run
+
+
+# -- the test suite's own Redis (tests/conftest.py) ----------------------------------------------
+
+CONFTEST = Path(__file__).resolve().with_name("conftest.py")
+INNER_TESTS = """
+import redis
+
+
+def test_writes_in_its_namespace(redis_url, redis_namespace):
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(f"{redis_namespace}:k", 1)
+        client.rpush(f"{redis_namespace}:list", "a")
+
+
+def test_leaks(redis_url):
+    with redis.Redis.from_url(redis_url) as client:
+        client.set("agtestleak0001:k", 1)  # a test namespace that nobody deletes
+"""
+
+
+def _inner_session(
+    tmp_path: Path, tests: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """A pytest session in a child process, with the real root conftest and ``tests``."""
+    project = tmp_path / "inner"
+    project.mkdir(parents=True)
+    (project / "conftest.py").write_text(CONFTEST.read_text())
+    (project / "test_inner.py").write_text(tests)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+        cwd=project,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _outcome(done: subprocess.CompletedProcess[str]) -> tuple[int, int]:
+    """(passed, errors) from the last line of a pytest run."""
+    last = done.stdout.strip().splitlines()[-1]
+    passed, errors = re.search(r"(\d+) passed", last), re.search(r"(\d+) error", last)
+    return (int(passed.group(1)) if passed else 0, int(errors.group(1)) if errors else 0)
+
+
+@needs_binary
+def test_the_session_end_check_fails_a_session_that_leaves_test_keys(tmp_path: Path) -> None:
+    env = {"AETHERGRAPH_TEST_REDIS_URL": ""}  # unset: the private server
+    done = _inner_session(tmp_path, INNER_TESTS, env)
+    assert _outcome(done) == (2, 1), done.stdout
+    assert "tests left keys behind in their Redis namespaces: ['agtestleak0001']" in done.stdout
+    clean = _inner_session(tmp_path / "clean", INNER_TESTS.split("def test_leaks")[0], env)
+    assert clean.returncode == 0, clean.stdout
+
+
+@needs_binary
+def test_a_named_redis_is_used_and_left_as_it_was(tmp_path: Path) -> None:
+    with RedisServer() as named, named.client() as client:
+        client.set("users:data", "theirs")  # what the Redis held before the session
+        client.set("agtestold000000:k", "an older session's")
+        done = _inner_session(tmp_path, INNER_TESTS, {"AETHERGRAPH_TEST_REDIS_URL": named.url})
+        assert _outcome(done) == (2, 1), done.stdout
+        assert "['agtestleak0001']" in done.stdout  # new leaks only, never an older key
+        keys = sorted(k.decode() for k in client.scan_iter())
+        assert keys == ["agtestold000000:k", "users:data"]  # the leak was deleted, too
