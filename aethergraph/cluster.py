@@ -121,6 +121,12 @@ class LocalCluster:
         self._redis = RedisServer(startup_timeout=self.startup_timeout).start()
         self.url = self._redis.url
 
+    @property
+    def redis_server(self) -> RedisServer | None:
+        """The private Redis this cluster started (``None`` when given ``redis_url``): chaos
+        tests kill it and bring it back on the same URL with its ``kill()`` / ``restart()``."""
+        return self._redis
+
     def worker_env(self) -> dict[str, str]:
         """The environment the worker processes get (broker, namespace, artifacts)."""
         env = {**os.environ, **self.extra_env}

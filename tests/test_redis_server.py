@@ -274,3 +274,23 @@ def test_a_named_redis_is_used_and_left_as_it_was(tmp_path: Path) -> None:
         assert "['agtestleak0001']" in done.stdout  # new leaks only, never an older key
         keys = sorted(k.decode() for k in client.scan_iter())
         assert keys == ["agtestold000000:k", "users:data"]  # the leak was deleted, too
+
+
+@needs_binary
+def test_local_cluster_runs_on_a_redis_server_a_chaos_test_can_kill() -> None:
+    from aethergraph.cluster import LocalCluster
+
+    with LocalCluster(workers=0) as cluster:
+        server = cluster.redis_server
+        assert isinstance(server, RedisServer)
+        assert cluster.url == server.url
+        directory = server.directory
+        server.kill()
+        assert _refused(cluster.url)
+        server.restart()  # the broker comes back where the cluster's clients look
+        with redis.Redis.from_url(cluster.url) as client:
+            assert client.ping()
+    assert not server.running
+    assert directory is not None
+    assert not directory.exists()
+    assert LocalCluster(workers=0, redis_url="redis://127.0.0.1:1/0").redis_server is None
