@@ -112,28 +112,28 @@ class ChannelContract:
         self, backend: ChannelBackend
     ) -> None:
         chan = Channel(backend, run_id="r", graph_id="g", node_id="n")
-        bad: list[Any] = [
-            lambda: chan.send("", 1),
-            lambda: chan.send(3, 1),
-            lambda: chan.send("json", {"x": object()}),
-            lambda: chan.send_json({"x": float("nan")}),
-            lambda: chan.send_json(b"bytes"),
-            lambda: chan.send_text(5),
-            lambda: chan.send_progress(-1, 10),
-            lambda: chan.send_progress("3"),
-            lambda: chan.send_progress(True),
-            lambda: chan.send_progress(1, float("inf")),
-            lambda: chan.send_progress(1, 0),
-            lambda: chan.send_progress(1, 10, message=3),
-            lambda: chan.send_file(""),
-            lambda: chan.send_file(3),
-            lambda: chan.send_file(FILE_URI, name=3),
+        bad: list[tuple[Any, str]] = [
+            (lambda: chan.send("", 1), "non-empty str kind"),
+            (lambda: chan.send(3, 1), "non-empty str kind"),
+            (lambda: chan.send("json", {"x": object()}), "not JSON-compatible"),
+            (lambda: chan.send_json({"x": float("nan")}), "not JSON-compatible"),
+            (lambda: chan.send_json(b"bytes"), "not JSON-compatible"),
+            (lambda: chan.send_text(5), r"send_text\(\) takes a str, got int"),
+            (lambda: chan.send_progress(-1, 10), "current must be a finite number >= 0"),
+            (lambda: chan.send_progress("3"), "current must be a number"),
+            (lambda: chan.send_progress(True), "current must be a number"),
+            (lambda: chan.send_progress(1, float("inf")), "total must be a finite number"),
+            (lambda: chan.send_progress(1, 0), "total must be > 0"),
+            (lambda: chan.send_progress(1, 10, message=3), "message must be a str"),
+            (lambda: chan.send_file(""), "non-empty str uri"),
+            (lambda: chan.send_file(3), "non-empty str uri"),
+            (lambda: chan.send_file(FILE_URI, name=3), "name must be a str or None"),
         ]
 
         async def body() -> list[ChannelMessage]:
             async with self.watch(backend, ["r"]) as watch:
-                for call in bad:
-                    with pytest.raises(ServiceUsageError):
+                for call, message in bad:
+                    with pytest.raises(ServiceUsageError, match=message):
                         await call()
                 marker = await chan.send_text("marker")
                 got = await watch.take(1)
