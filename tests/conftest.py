@@ -33,6 +33,13 @@ from aethergraph.services.runtime.registry import current_services
 REDIS_URL_ENV = "AETHERGRAPH_TEST_REDIS_URL"
 TEST_PREFIX = "agtest"  # every per-test namespace starts with it
 CLUSTER_PREFIX = "agc"  # LocalCluster's generated namespaces (aethergraph/cluster.py)
+# Celery / kombu keys outside any namespace: task results, the global exchange bindings
+CELERY_GLOBALS = (
+    "celery-task-meta-*",
+    "_kombu.binding_deadlines",
+    "_kombu.binding.celery.pidbox",
+    "_kombu.binding.celeryev",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -93,12 +100,23 @@ def _namespaces(client: redis.Redis, prefix: str) -> set[str]:
     return found
 
 
-def _check_session_cleanup(url: str, before: set[str], external: bool) -> None:
+def _celery_globals(client: redis.Redis) -> set[bytes]:
+    """Keys Celery / kombu write outside any namespace (results, exchange bindings)."""
+    found: set[bytes] = set()
+    for pattern in CELERY_GLOBALS:
+        found.update(client.scan_iter(match=pattern, count=1000))
+    return found
+
+
+def _check_session_cleanup(
+    url: str, before: set[str], *, external: bool, globals_before: set[bytes]
+) -> None:
     """The end-of-session check: no per-test namespace may have survived its test.
 
-    On a Redis of the user's (``external``) the namespaces LocalClusters created during the
-    session are deleted too, since Celery leaves queue and binding keys behind; on the private
-    server they vanish with it.
+    On a Redis of the user's (``external``) the session's other keys are deleted too: the
+    namespaces LocalClusters created (Celery leaves queue and binding keys behind) and the Celery
+    keys outside any namespace that appeared during the session. On the private server all of
+    that vanishes with the server.
     """
     client = redis.Redis.from_url(url)
     try:
@@ -108,6 +126,9 @@ def _check_session_cleanup(url: str, before: set[str], external: bool) -> None:
         if external:
             for namespace in _namespaces(client, CLUSTER_PREFIX) - before:
                 delete_matching(client, namespace_patterns(namespace))
+            new_globals = _celery_globals(client) - globals_before
+            if new_globals:
+                client.delete(*new_globals)
     finally:
         client.close()
     assert not left, f"tests left keys behind in their Redis namespaces: {left}"
@@ -121,6 +142,7 @@ def redis_url() -> Iterator[str]:
         client = redis.Redis.from_url(given)
         try:
             before = _namespaces(client, TEST_PREFIX) | _namespaces(client, CLUSTER_PREFIX)
+            globals_before = _celery_globals(client)
         finally:
             client.close()
         if before:
@@ -130,7 +152,7 @@ def redis_url() -> Iterator[str]:
                 stacklevel=1,
             )
         yield given
-        _check_session_cleanup(given, before, external=True)
+        _check_session_cleanup(given, before, external=True, globals_before=globals_before)
         return
     server = RedisServer()
     try:
@@ -139,7 +161,7 @@ def redis_url() -> Iterator[str]:
         pytest.skip(f"no Redis for the tests: {exc}")
     try:
         yield server.url
-        _check_session_cleanup(server.url, set(), external=False)
+        _check_session_cleanup(server.url, set(), external=False, globals_before=set())
     finally:
         server.stop()
 

@@ -221,6 +221,7 @@ def test_writes_in_its_namespace(redis_url, redis_namespace):
     with redis.Redis.from_url(redis_url) as client:
         client.set(f"{redis_namespace}:k", 1)
         client.rpush(f"{redis_namespace}:list", "a")
+        client.set("celery-task-meta-inner", "{}", ex=3600)  # as Celery writes, namespace-less
 
 
 def test_leaks(redis_url):
@@ -269,11 +270,13 @@ def test_a_named_redis_is_used_and_left_as_it_was(tmp_path: Path) -> None:
     with RedisServer() as named, named.client() as client:
         client.set("users:data", "theirs")  # what the Redis held before the session
         client.set("agtestold000000:k", "an older session's")
+        client.set("celery-task-meta-old", "{}")
         done = _inner_session(tmp_path, INNER_TESTS, {"AETHERGRAPH_TEST_REDIS_URL": named.url})
         assert _outcome(done) == (2, 1), done.stdout
         assert "['agtestleak0001']" in done.stdout  # new leaks only, never an older key
         keys = sorted(k.decode() for k in client.scan_iter())
-        assert keys == ["agtestold000000:k", "users:data"]  # the leak was deleted, too
+        # the session's own keys (and its leak) are gone, what was there before is untouched
+        assert keys == ["agtestold000000:k", "celery-task-meta-old", "users:data"]
 
 
 @needs_binary
