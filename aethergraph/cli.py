@@ -154,7 +154,8 @@ def _run_on_broker(gf: GraphFunction, inputs: dict[str, Any], settings: Settings
     url = redact_url(settings.broker_url or "")
     try:
         return _run_and_print(gf, inputs, CeleryExecutor(settings=settings), args)
-    except redis.exceptions.ConnectionError as exc:
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # ConnectionError includes AuthenticationError (a wrong or missing password)
         raise BrokerUnavailableError(
             f"cannot reach the broker at {url}: {exc} Start Redis there, or point -b/--broker "
             "(or AETHERGRAPH_BROKER_URL) at a running one; --local runs without a broker."
