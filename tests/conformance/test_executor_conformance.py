@@ -79,6 +79,20 @@ def test_chain(executor: Executor) -> None:
     assert order[0] == "cf_inc_0"
 
 
+def test_long_chain(executor: Executor) -> None:
+    # Review D1: 400 inline sync tools in a chain overflowed the stack (executor -> scheduler ->
+    # executor recursion) and the run hung. Outcomes are pulled now; no depth limit may appear.
+    @graph_fn(name="cf_long_chain", outputs=["y"])
+    async def chain(n: int) -> Any:
+        h = cf_inc_sync(x=0)
+        for _ in range(n - 1):
+            h = cf_inc_sync(x=h["y"])
+        return h["y"]
+
+    assert run(chain, n=450, executor=executor) == {"y": 450}
+    assert chain.last_graph.status_counts()["done"] == 450
+
+
 def test_diamond_runs_each_node_once(executor: Executor, coord: Coordination) -> None:
     ran = coord.key("ran")
 
