@@ -1,7 +1,8 @@
 """Executor conformance: the same graphs must behave the same on every executor.
 
 The tools come from ``conformance_tools`` (module level, so that worker processes can serve them);
-tests and tools coordinate through Redis (``coord``), never through process memory.
+tests and tools coordinate only through ``coord``'s signals: in memory for the in-process
+executors, through Redis for worker processes.
 """
 
 from __future__ import annotations
