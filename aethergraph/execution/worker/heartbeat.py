@@ -80,7 +80,9 @@ class Heartbeat:
     def _run(self) -> None:
         key = self.keys.worker(self.worker_id)
         index = self.keys.workers_index()
-        client = redis.Redis.from_url(self.url)
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=self.interval, socket_timeout=self.interval
+        )
         try:
             while not self._stop.is_set():
                 try:

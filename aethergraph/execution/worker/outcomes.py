@@ -29,6 +29,9 @@ from aethergraph.keys import Keys
 from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.settings import Settings
 
+CONNECT_TIMEOUT = 2.0  # seconds
+COMMAND_TIMEOUT = 10.0  # seconds a push may take (redis-py retries blips within it)
+
 
 class Finished(NamedTuple):
     """One finished attempt: its Celery task id (or pack node id), its metadata, its outcome."""
@@ -62,7 +65,12 @@ class OutcomePusher:
 
     def redis(self) -> redis.Redis:
         if self._redis is None:  # redis-py pools reconnect after a fork by themselves
-            self._redis = redis.Redis.from_url(self.settings.broker_url or "")
+            self._redis = redis.Redis.from_url(
+                self.settings.broker_url or "",
+                # a broker that stops answering is an error, never a slot blocked for good
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=COMMAND_TIMEOUT,
+            )
         return self._redis
 
     # -- payload -----------------------------------------------------------------------

@@ -210,4 +210,7 @@ class NodeRunner:
             except queue.Empty:
                 pass
             raise
+        except BaseException:  # e.g. the push failed: the nodes of this message stop too
+            future.cancel()
+            raise
         future.result()  # an internal error (never a tool's: invoke_async catches those)
