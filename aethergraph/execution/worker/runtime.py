@@ -72,6 +72,10 @@ class WorkerRuntime:
         self.pusher = OutcomePusher(settings, self.keys, lambda: self.services.builtins.artifacts)
         if async_concurrency is None:
             async_concurrency = settings.async_concurrency
+        if async_concurrency < 1:
+            raise ConfigurationError(
+                f"--async-concurrency must be an integer >= 1, got {async_concurrency}"
+            )
         self.runner = NodeRunner(self.pusher.decode_args, async_concurrency)
         self.heartbeat = Heartbeat(
             settings.broker_url or "",
