@@ -154,17 +154,19 @@ class RedisServer:
             self._dir = Path(tempfile.mkdtemp(prefix="aethergraph-redis-"))
             atexit.register(self.stop)
         attempts = 1 if self._fixed_port is not None else _PORT_ATTEMPTS
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             if self._fixed_port is None and (self._port is None or attempt > 1):
                 self._port = free_port()
             try:
                 self._spawn(binary)
                 return self
             except RuntimeUsageError:
-                if attempt == attempts or "Address already in use" not in self.log():
-                    self.stop()
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+                if attempt < attempts and "Address already in use" in self.log():
+                    attempt += 1  # someone took the free port before the server bound it
+                    continue
+                self.stop()
+                raise
 
     def _spawn(self, binary: str) -> None:
         assert self._dir is not None
