@@ -67,6 +67,11 @@ class UnknownOutputError(AetherGraphError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class GraphSpecError(AetherGraphError, ValueError):
+    """A TaskGraph cannot be built or loaded as given (a duplicate node, an unknown dependency,
+    an unsupported dump format)."""
+
+
 class RegistryLookupError(AetherGraphError, LookupError):
     """Nothing is registered under the requested namespace / name / version."""
 
@@ -87,8 +92,10 @@ class NoActiveContextError(ServiceError, RuntimeError):
     """``Service.ctx()`` was called outside of any running node or graph body."""
 
 
-class ServiceUsageError(ServiceError, ValueError):
-    """A built-in service (kv, memory, channel, artifacts) was called with a bad argument."""
+class ServiceUsageError(ServiceError, ValueError, TypeError):
+    """A service was called with a bad argument (a built-in's kv key, a channel message of the
+    wrong type, a service that is not callable). Both a ``ValueError`` and a ``TypeError``, as
+    the argument checks it replaced were one or the other."""
 
 
 class ArtifactNotFoundError(AetherGraphError, FileNotFoundError):
@@ -230,6 +237,7 @@ __all__ = [
     "ConfigurationError",
     "ConfigurationTypeError",
     "GraphInputError",
+    "GraphSpecError",
     "InternalError",
     "NoActiveContextError",
     "NodeLostError",

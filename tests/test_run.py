@@ -261,3 +261,17 @@ def test_submit_handle_sees_the_run() -> None:
     assert handle.status == "done"
     assert handle.graph is not None
     assert len(handle.graph) == 1
+
+
+def test_graph_spec_and_service_usage_errors_keep_their_builtin_bases() -> None:
+    from aethergraph.errors import GraphSpecError, ServiceUsageError
+    from aethergraph.graph.task_graph import TaskGraph, TaskNode
+
+    graph = TaskGraph("g")
+    graph.add_node(TaskNode("a_0", "a"))
+    with pytest.raises(GraphSpecError, match="already has"):
+        graph.add_node(TaskNode("a_0", "a"))
+    with pytest.raises(ValueError, match="not in the graph"):
+        graph.add_node(TaskNode("b_0", "b", deps=("zz",)))
+    assert issubclass(ServiceUsageError, TypeError)
+    assert issubclass(ServiceUsageError, ValueError)

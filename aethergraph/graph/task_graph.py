@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
+from aethergraph.errors import GraphSpecError
 from aethergraph.graph.refs import RefSpec, decode_value, encode_value
 
 FORMAT_VERSION = 1
@@ -166,10 +167,10 @@ class TaskGraph:
     # -- building --------------------------------------------------------------------------
     def add_node(self, node: TaskNode) -> TaskNode:
         if node.node_id in self.nodes:
-            raise ValueError(f"graph {self.graph_id!r} already has a node {node.node_id!r}")
+            raise GraphSpecError(f"graph {self.graph_id!r} already has a node {node.node_id!r}")
         for dep in node.deps:
             if dep not in self.nodes:
-                raise ValueError(
+                raise GraphSpecError(
                     f"node {node.node_id!r} depends on {dep!r}, which is not in the graph"
                 )
         self.nodes[node.node_id] = node
@@ -240,7 +241,7 @@ class TaskGraph:
     def from_dict(cls, data: dict[str, Any]) -> TaskGraph:
         fmt = data.get("format", FORMAT_VERSION)
         if fmt != FORMAT_VERSION:
-            raise ValueError(
+            raise GraphSpecError(
                 f"unsupported TaskGraph format {fmt!r} (this version reads {FORMAT_VERSION})"
             )
         graph = cls(

@@ -12,7 +12,7 @@ import contextvars
 import logging
 from typing import Any
 
-from aethergraph.errors import NoActiveContextError
+from aethergraph.errors import NoActiveContextError, ServiceUsageError
 from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.services.builtins.channel import Channel
 from aethergraph.services.builtins.kv import KVStore
@@ -46,7 +46,7 @@ class ServiceAccessor:
         if not args and not kwargs:
             return self._instance
         if not callable(self._instance):
-            raise TypeError(
+            raise ServiceUsageError(
                 f"service {self._name!r} ({type(self._instance).__name__}) is not callable; "
                 f"use context.{self._name}() to get it and call one of its methods"
             )

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, overload
 
-from aethergraph.errors import ConfigurationError
+from aethergraph.errors import ConfigurationError, ConfigurationTypeError
 from aethergraph.graph.refs import RefBase, collect_refs
 from aethergraph.graph.tool_spec import ToolPolicy, ToolSpec
 from aethergraph.registry import current_registry
@@ -201,7 +201,7 @@ def tool_spec_of(obj: Any) -> ToolSpec:
     """The ToolSpec of a Tool (used by executors and workers)."""
     if isinstance(obj, Tool):
         return obj.spec
-    raise TypeError(f"{obj!r} is not a @tool")
+    raise ConfigurationTypeError(f"{obj!r} is not a @tool; decorate the function with @tool")
 
 
 __all__ = ["Tool", "tool", "tool_spec_of"]

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+from aethergraph.errors import ConfigurationTypeError, RuntimeUsageError
 from aethergraph.services.context import NodeContext, require_context
 
 P = ParamSpec("P")
@@ -71,7 +72,7 @@ class ServiceMutex:
     def release(self) -> None:
         with self._lock:
             if self._owner is None:
-                raise RuntimeError("ServiceMutex.release() called while not held")
+                raise RuntimeUsageError("ServiceMutex.release() called while not held")
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
@@ -123,7 +124,7 @@ class Service:
 
         def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             if not inspect.iscoroutinefunction(fn):
-                raise TypeError(
+                raise ConfigurationTypeError(
                     f"critical() guards async methods; {getattr(fn, '__name__', fn)!r} is not "
                     "async. Make it 'async def', or move blocking work into run_blocking()."
                 )
