@@ -13,6 +13,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 TOOLS = str(HERE / "celery_tools.py")
+CLIENT_TOOLS = str(HERE / "client_tools.py")
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,7 @@ def cluster(redis_url: str) -> Iterator[object]:
 
     with LocalCluster(
         workers=2,
-        tools=[TOOLS],
+        tools=[TOOLS, CLIENT_TOOLS],
         services="celery_tools:setup_services",
         concurrency=2,
         redis_url=redis_url,

@@ -49,7 +49,16 @@ class CeleryExecutor(Executor):
 
     name = "celery"
 
-    def __init__(self, broker_url: str | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        """``artifacts``: the store runs on this executor and its workers share (default: Redis,
+        or the filesystem store when ``artifacts_backend`` is ``filesystem``); one given here
+        stays the caller's to close."""
         base = settings or get_settings()
         if broker_url is not None:
             base = base.model_copy(update={"broker_url": broker_url})
@@ -68,11 +77,17 @@ class CeleryExecutor(Executor):
         # the built-ins runs on this executor share with the workers (owned; closed in close())
         self._memory = RedisMemoryBackend(url, self.keys)
         self._kv = RedisKV(url, self.keys)
-        self._artifacts: ArtifactStore = (
-            FilesystemArtifactStore(base.artifacts_dir)
-            if base.artifacts_backend == "filesystem"
-            else RedisArtifactStore(url, self.keys)
-        )
+        self._owned: list[RedisMemoryBackend | RedisKV | RedisArtifactStore] = [
+            self._memory,
+            self._kv,
+        ]
+        if artifacts is None:
+            if base.artifacts_backend == "filesystem":
+                artifacts = FilesystemArtifactStore(base.artifacts_dir)
+            else:
+                artifacts = RedisArtifactStore(url, self.keys)
+                self._owned.append(artifacts)
+        self._artifacts = artifacts
         self._background = Background()
         self._follower = Follower(url, self.keys, self._background)
         self._table = InFlight(self._follower.hold, self._follower.release)
@@ -137,9 +152,8 @@ class CeleryExecutor(Executor):
         await self._close_clients()
         self._dispatcher.redis = None
         self._listener = self._lost = None
-        for backend in (self._memory, self._kv, self._artifacts):
-            if isinstance(backend, (RedisMemoryBackend, RedisKV, RedisArtifactStore)):
-                await backend.aclose()
+        for backend in self._owned:
+            await backend.aclose()
 
     async def _close_clients(self) -> None:
         clients, self._clients = self._clients, []

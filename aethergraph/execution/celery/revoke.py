@@ -7,8 +7,8 @@ interrupt a running task; it finishes and its outcome is ignored.)
 
 Revokes requested in one loop iteration (a whole run being cancelled) go out as *one* broadcast,
 so a slot freed by stopping one task cannot pick up another that is about to be revoked. The
-broadcast is a blocking kombu call, so it runs on a thread of its own (:class:`Revoker` keeps the
-thread's future and logs its failure).
+broadcast is a blocking kombu call, so it runs on a thread of its own (:class:`Revoker` keeps a
+future for it and logs its failure).
 
 **Cancel, then exit.** A script that cancels a run and exits at once must still stop the
 workers: otherwise every queued message of the run is executed. :meth:`Revoker.flush` — called
@@ -53,13 +53,33 @@ class Revoker:
 
     def _send(self) -> None:
         ids, self._ids = self._ids, []
-        if not ids:
-            return
+        if ids:
+            self._background.track(self._start(ids), f"revoking {len(ids)} task(s)")
+
+    def _start(self, ids: list[str]) -> asyncio.Future[None]:
+        """Broadcast ``ids`` on a thread of its own; the future settles on this loop.
+
+        A plain thread, not the loop's executor: thread pools refuse new work once the
+        interpreter is shutting down, which is exactly when a cancel-then-exit needs it.
+        """
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._broadcast, ids)
+        future: asyncio.Future[None] = loop.create_future()
+
+        def send() -> None:
+            error: BaseException | None = None
+            try:
+                self._broadcast(ids)
+            except BaseException as exc:  # reported on the loop, through the future
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, error)
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                pass
+
+        threading.Thread(target=send, name="aethergraph-revoke", daemon=True).start()
         self._sending.add(future)
         future.add_done_callback(self._sending.discard)
-        self._background.track(future, f"revoking {len(ids)} task(s)")
+        return future
 
     def _broadcast(self, ids: list[str]) -> None:
         with self._app_lock:
@@ -72,36 +92,20 @@ class Revoker:
         self.revoked += len(ids)
 
     async def flush(self, bound: float) -> None:
-        """Deliver every pending revoke now; wait (at most ``bound`` s) for those under way."""
-        ids, self._ids = self._ids, []
-        if ids:
-            loop = asyncio.get_running_loop()
-            finished: asyncio.Future[BaseException | None] = loop.create_future()
-
-            def send() -> None:
-                error: BaseException | None = None
-                try:
-                    self._broadcast(ids)
-                except BaseException as exc:  # reported on the loop, below
-                    error = exc
-                try:
-                    loop.call_soon_threadsafe(_settle, finished, error)
-                except RuntimeError:  # the loop is gone: nobody is waiting any more
-                    pass
-
-            threading.Thread(target=send, name="aethergraph-revoke", daemon=True).start()
-            try:
-                async with asyncio.timeout(bound):
-                    error = await finished
-            except TimeoutError:
-                log.error("revoking %d task(s) did not finish within %gs", len(ids), bound)
-            else:
-                if error is not None:
-                    log.error("revoking %d task(s) failed", len(ids), exc_info=error)
-        if self._sending:
-            await asyncio.wait(list(self._sending), timeout=bound)
+        """Deliver every pending revoke now; wait (at most ``bound`` s) until all are sent."""
+        self._send()
+        pending = list(self._sending)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=bound)
+        if late:
+            log.error("%d revoke broadcast(s) did not finish within %gs", len(late), bound)
 
 
-def _settle(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
-    if not future.done():
-        future.set_result(error)
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -1,0 +1,41 @@
+"""Tools for the client-side executor tests (served by the test pools next to celery_tools)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from aethergraph import NodeContext, tool
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["AETHERGRAPH_BROKER_URL"])
+
+
+@tool(outputs=["y"])
+def c_nap(seconds: float, i: int = 0) -> dict[str, Any]:
+    """Sleeps: a node whose run time is known."""
+    time.sleep(seconds)
+    return {"y": i}
+
+
+@tool(outputs=["y"])
+def c_count(key: str, i: int, seconds: float = 0.05) -> dict[str, Any]:
+    """Counts its executions in Redis, then takes a moment."""
+    _redis().incr(key)
+    time.sleep(seconds)
+    return {"y": i}
+
+
+@tool(outputs=["value"])
+async def c_kv_get(key: str, *, context: NodeContext) -> dict[str, Any]:
+    """Reads the shared kv on the worker."""
+    return {"value": await context.kv().get(key)}
+
+
+@tool(outputs=["size"])
+def c_len(blob: bytes) -> dict[str, Any]:
+    return {"size": len(blob)}

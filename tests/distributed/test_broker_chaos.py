@@ -1,0 +1,157 @@
+"""The Celery executor when the broker fails: a private Redis the tests kill and bring back.
+
+D3: dispatch survives broker errors — nodes complete once the broker returns, or fail with
+``BrokerUnavailableError`` (naming the broker, password redacted) when it stays away beyond
+``broker_outage_timeout``. D13: a node without a timeout whose message the broker lost (a restart
+without persistence) fails with ``NodeLostError`` instead of waiting for ever.
+
+The module has its own Redis and a one-slot cluster on it, so killing the broker disturbs no
+other test.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery_tools import d_block
+from client_tools import c_nap
+
+from aethergraph import ToolError, graph_fn, run, runtime_loop, submit
+from aethergraph.cluster import LocalCluster
+from aethergraph.execution.celery import CeleryExecutor
+from aethergraph.execution.select import close_executor
+from aethergraph.redis_server import RedisServer
+
+HERE = Path(__file__).resolve().parent
+TOOLS = [str(HERE / "celery_tools.py"), str(HERE / "client_tools.py")]
+PASSWORD = "chaos-secret-pw"
+
+
+@pytest.fixture(scope="module")
+def chaos() -> Iterator[tuple[RedisServer, LocalCluster]]:
+    server = RedisServer(password=PASSWORD).start()
+    try:
+        with LocalCluster(
+            workers=1,
+            tools=TOOLS,
+            concurrency=1,
+            redis_url=server.url,
+            env={"PYTHONPATH": str(HERE)},
+        ) as cluster:
+            yield server, cluster
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def broker(chaos: tuple[RedisServer, LocalCluster]) -> Iterator[tuple[RedisServer, LocalCluster]]:
+    """The chaos pair, with the broker running and the worker heartbeating afterwards."""
+    yield chaos
+    server, cluster = chaos
+    if not server.running:
+        server.restart()
+    cluster.wait_for_workers(1)
+
+
+def _executor(cluster: LocalCluster, **overrides: Any) -> CeleryExecutor:
+    return CeleryExecutor(settings=cluster.executor.settings.model_copy(update=overrides))
+
+
+class _LogSeen(logging.Handler):
+    """Sets an event when a log line containing ``needle`` is emitted."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
+@graph_fn(name="chaos_one", outputs=["y"])
+async def one(i: int = 1) -> Any:
+    return c_nap(seconds=0, i=i)["y"]
+
+
+def test_nodes_fail_with_broker_unavailable_when_the_broker_stays_down(
+    broker: tuple[RedisServer, LocalCluster],
+) -> None:
+    server, cluster = broker
+    executor = _executor(cluster, broker_outage_timeout=1.5)
+    try:
+        assert run(one, {"i": 1}, executor=executor) == {"y": 1}  # started, warm
+        server.kill()
+        handle = submit(one, {"i": 2}, executor=executor)
+        with pytest.raises(ToolError) as info:
+            handle.result(60)
+        assert info.value.exc_type == "aethergraph.errors.BrokerUnavailableError"
+        assert f"127.0.0.1:{server.port}" in info.value.message
+        assert PASSWORD not in info.value.message
+    finally:
+        server.restart()
+        runtime_loop.run_sync(close_executor(executor), timeout=30)
+
+
+def test_dispatch_rides_out_a_broker_restart(broker: tuple[RedisServer, LocalCluster]) -> None:
+    server, cluster = broker
+    executor = _executor(cluster, broker_outage_timeout=60)
+    seen = _LogSeen("dispatch: broker")
+    logging.getLogger("aethergraph").addHandler(seen)
+    try:
+        assert run(one, {"i": 1}, executor=executor) == {"y": 1}
+        server.kill()
+        handle = submit(one, {"i": 3}, executor=executor)
+        assert seen.seen.wait(30), "the dispatcher never met the broker error"
+        server.restart()
+        assert handle.result(60) == {"y": 3}
+    finally:
+        logging.getLogger("aethergraph").removeHandler(seen)
+        runtime_loop.run_sync(close_executor(executor), timeout=30)
+
+
+def test_a_node_whose_message_the_broker_lost_fails_instead_of_hanging(
+    broker: tuple[RedisServer, LocalCluster],
+) -> None:
+    server, cluster = broker
+    executor = _executor(cluster, lost_message_check=0.3)
+    started = f"{cluster.namespace}:test:started:{uuid.uuid4().hex}"
+    release = f"{cluster.namespace}:test:release:{uuid.uuid4().hex}"
+
+    @graph_fn(name="chaos_blocker", outputs=["y"])
+    async def blocker() -> Any:
+        return d_block(key=started, release=release)["y"]
+
+    client = redis.Redis.from_url(server.url)
+    queue = cluster.keys.tool_queue(None)
+    try:
+        held = submit(blocker, executor=executor)
+        assert client.blpop([started], timeout=30) is not None  # the only slot is busy
+        victim = submit(one, {"i": 4}, executor=executor)
+        pause = threading.Event()
+        while not client.llen(queue):  # its message waits in the queue (no event to await)
+            pause.wait(0.02)
+        server.restart()  # empty: the queued message is gone, and no outcome will come
+        with pytest.raises(ToolError) as info:
+            victim.result(60)
+        assert info.value.exc_type == "aethergraph.errors.NodeLostError"
+        assert "gone from the broker" in info.value.message
+        assert PASSWORD not in info.value.message
+    finally:
+        client.close()
+        again = redis.Redis.from_url(server.url)
+        again.rpush(release, "go")
+        again.close()
+        try:
+            held.result(60)
+        except Exception:  # its Redis went away mid-tool; only the victim is under test
+            pass
+        runtime_loop.run_sync(close_executor(executor), timeout=30)
