@@ -152,9 +152,11 @@ class KVContract:
 
         run(body())
 
-    def test_errors_are_value_errors_for_plain_except_clauses(self, kv: KVStore) -> None:
+    def test_errors_keep_the_standard_types_they_replaced(self, kv: KVStore) -> None:
         with pytest.raises(ValueError, match="non-empty"):
             run(kv.set("", 1))
+        with pytest.raises(TypeError, match="keys must be str"):
+            run(kv.get(3))  # type: ignore[arg-type]
 
     def test_shared_by_threads_each_with_its_own_loop(self, kv: KVStore) -> None:
         def worker(i: int) -> None:
