@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,8 +137,9 @@ def test_a_node_whose_message_the_broker_lost_fails_instead_of_hanging(
         held = submit(blocker, executor=executor)
         assert client.blpop([started], timeout=30) is not None  # the only slot is busy
         victim = submit(one, {"i": 4}, executor=executor)
-        pause = threading.Event()
+        pause, deadline = threading.Event(), time.monotonic() + 30
         while not client.llen(queue):  # its message waits in the queue (no event to await)
+            assert time.monotonic() < deadline, "the victim's message was never queued"
             pause.wait(0.02)
         server.restart()  # empty: the queued message is gone, and no outcome will come
         with pytest.raises(ToolError) as info:

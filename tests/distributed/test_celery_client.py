@@ -153,7 +153,7 @@ def test_worker_discovery_issues_no_scan(cluster: LocalCluster) -> None:
 # -- timing: started_at / finished_at are the worker's, not the queue's ------------------------
 def test_node_duration_is_its_run_time_not_its_time_in_the_queue(cluster: LocalCluster) -> None:
     slots = sum(int(w.get("concurrency", 1)) for w in cluster.live_workers())
-    n = 3 * slots  # three waves: the last nodes wait ~0.4 s in the queue before they run
+    n = 4 * slots  # four waves: the last nodes wait ~0.6 s in the queue before they run
 
     @graph_fn(name="client_timing", outputs=["ys"])
     async def naps() -> Any:
@@ -163,12 +163,12 @@ def test_node_duration_is_its_run_time_not_its_time_in_the_queue(cluster: LocalC
     assert cluster.run(naps) == {"ys": list(range(n))}
     wall = time.time() - begun
     nodes = list(naps.last_graph)
-    assert wall >= 0.55, wall  # the nodes did queue behind each other
+    assert wall >= 0.75, wall  # the nodes did queue behind each other
     for node in nodes:
         assert node.duration is not None
-        assert 0.19 <= node.duration < 0.35, (node.node_id, node.duration)
+        assert 0.19 <= node.duration < 0.4, (node.node_id, node.duration)
     latest_start = max(node.started_at or 0.0 for node in nodes)
-    assert latest_start - begun >= 0.35  # the last wave really started late
+    assert latest_start - begun >= 0.55  # the last wave really started late
 
 
 # -- cancel, then exit: the revokes reach the workers before the process is gone ----------------

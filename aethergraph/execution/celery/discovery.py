@@ -9,11 +9,8 @@ scored more than :data:`PRUNE_AFTER` seconds ago are removed now and then, so th
 even when workers die without cleaning up.
 
 The dispatcher trusts a snapshot for :data:`REFRESH` seconds. ``LocalCluster.live_workers`` uses
-the same reader (:func:`read_workers_sync`).
-
-Transition: a worker runtime that does not write the index yet is still found — when the index is
-empty, the reader falls back to the old ``SCAN``. Remove the fallback once every supported worker
-writes the index.
+the same reader (:func:`read_workers_sync`). A worker of a release that did not write the index
+is not found: upgrade workers and clients together.
 """
 
 from __future__ import annotations
@@ -55,9 +52,6 @@ async def read_workers(
     index = keys.workers_index()
     ids = list(await client.zrange(index, 0, -1))
     names = [keys.worker(_text(i)) for i in ids]
-    if not ids:  # transition: workers that do not write the index yet
-        names = [_text(k) async for k in client.scan_iter(match=keys.workers_pattern())]
-        ids = [n.rsplit(":", 1)[-1] for n in names]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(name)
@@ -71,9 +65,6 @@ def read_workers_sync(client: redis.Redis, keys: Keys) -> list[dict[str, str]]:
     """The live workers' heartbeat hashes (blocking; ``LocalCluster.live_workers``)."""
     ids = list(client.zrange(keys.workers_index(), 0, -1))
     names = [keys.worker(_text(i)) for i in ids]
-    if not ids:  # transition: workers that do not write the index yet
-        names = [_text(k) for k in client.scan_iter(match=keys.workers_pattern())]
-        ids = [n.rsplit(":", 1)[-1] for n in names]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(name)
