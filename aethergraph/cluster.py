@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from aethergraph.errors import ConfigurationError, RuntimeUsageError
-from aethergraph.execution.celery_executor import CeleryExecutor
+from aethergraph.execution.celery import CeleryExecutor
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.redis_server import RedisServer
 from aethergraph.redis_server import find_redis_server as find_redis_server  # re-exported

@@ -97,6 +97,8 @@ def test_nodes_fail_with_broker_unavailable_when_the_broker_stays_down(
         assert info.value.exc_type == "aethergraph.errors.BrokerUnavailableError"
         assert f"127.0.0.1:{server.port}" in info.value.message
         assert PASSWORD not in info.value.message
+        assert executor.in_flight == 0
+        assert executor.following == 0
     finally:
         server.restart()
         runtime_loop.run_sync(close_executor(executor), timeout=30)
@@ -114,6 +116,8 @@ def test_dispatch_rides_out_a_broker_restart(broker: tuple[RedisServer, LocalClu
         assert seen.seen.wait(30), "the dispatcher never met the broker error"
         server.restart()
         assert handle.result(60) == {"y": 3}
+        assert executor.in_flight == 0  # the failed publishes left nothing behind (D12)
+        assert executor.following == 0
     finally:
         logging.getLogger("aethergraph").removeHandler(seen)
         runtime_loop.run_sync(close_executor(executor), timeout=30)

@@ -183,6 +183,11 @@ class CeleryExecutor(Executor):
             self._revoker.revoke(emptied.task_id)
 
     @property
+    def following(self) -> int:
+        """Runs whose live messages this executor follows for nodes in flight."""
+        return self._follower.held
+
+    @property
     def in_flight(self) -> int:
         """Nodes submitted and not settled yet (unsent or awaiting their outcome)."""
         return self._dispatcher.unsent + len(self._table)

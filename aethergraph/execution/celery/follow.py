@@ -66,6 +66,11 @@ class Follower:
             return
         self._subscribed.add(run_id)
 
+    @property
+    def held(self) -> int:
+        """Runs with nodes in flight."""
+        return len(self._held)
+
     def hold(self, run_id: str) -> None:
         self._held[run_id] = self._held.get(run_id, 0) + 1
 
