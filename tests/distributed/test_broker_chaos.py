@@ -12,6 +12,7 @@ other test.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -120,6 +121,36 @@ def test_dispatch_rides_out_a_broker_restart(broker: tuple[RedisServer, LocalClu
         assert executor.following == 0
     finally:
         logging.getLogger("aethergraph").removeHandler(seen)
+        runtime_loop.run_sync(close_executor(executor), timeout=30)
+
+
+def test_a_hung_broker_during_subscription_loses_no_batch(
+    broker: tuple[RedisServer, LocalCluster],
+) -> None:
+    """SIGSTOP: the Pub/Sub subscription of a new run is never confirmed (or, if the worker
+    snapshot was due, discovery times out); once the broker resumes, the node completes."""
+    server, cluster = broker
+    executor = _executor(cluster, broker_outage_timeout=60)
+    missed, retried = _LogSeen("may be missed"), _LogSeen("dispatch: broker")
+    log = logging.getLogger("aethergraph")
+    log.addHandler(missed)
+    log.addHandler(retried)
+    try:
+        assert run(one, {"i": 1}, executor=executor) == {"y": 1}  # worker snapshot fresh
+        server.send_signal(signal.SIGSTOP)
+        try:
+            handle = submit(one, {"i": 5}, executor=executor)  # a new run: a new subscription
+            deadline = time.monotonic() + 40
+            while not (missed.seen.is_set() or retried.seen.is_set()):
+                assert time.monotonic() < deadline, "dispatch never met the hung broker"
+                missed.seen.wait(0.05)
+        finally:
+            server.send_signal(signal.SIGCONT)
+        assert handle.result(60) == {"y": 5}
+        assert executor.in_flight == 0
+    finally:
+        log.removeHandler(missed)
+        log.removeHandler(retried)
         runtime_loop.run_sync(close_executor(executor), timeout=30)
 
 

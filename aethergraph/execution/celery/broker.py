@@ -24,7 +24,7 @@ import time
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from aethergraph.errors import BrokerUnavailableError
 from aethergraph.settings import redact_url
@@ -37,15 +37,20 @@ COMMAND_TIMEOUT = 10.0  # seconds a command may take before the connection count
 CONNECT_TIMEOUT = 2.0
 
 
-def _backoff() -> ExponentialBackoff:
-    return ExponentialBackoff(cap=1.0, base=0.05)
-
-
 def open_client(url: str, *, blocks_for: float = 0.0) -> aioredis.Redis:
-    """A client for the executor's own commands; ``blocks_for``: its longest blocking pop."""
+    """A client for the executor's own commands; ``blocks_for``: its longest blocking pop.
+
+    Only connection errors are retried inside the command: a command that timed out against a
+    broker that does not answer would just wait another ``COMMAND_TIMEOUT`` per retry, so it
+    goes straight to the outage logic, which keeps the time bound.
+    """
     return aioredis.Redis.from_url(
         url,
-        retry=Retry(_backoff(), BLIP_RETRIES),
+        retry=Retry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            BLIP_RETRIES,
+            supported_errors=(ConnectionError,),
+        ),
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT + blocks_for,
     )
