@@ -30,6 +30,9 @@ and it leaves nothing behind in any table.
 itself) puts the batch back in the outbox, and the pass is tried again after a backoff; once the
 broker has been unreachable beyond ``broker_outage_timeout`` every unsent node fails with
 ``BrokerUnavailableError`` (see ``broker``). A failed publish also releases the runs it followed.
+A publish that failed midway may have delivered some of its messages; they are sent again under
+new ids, so such a node may run twice (execution is at-least-once; the outcome of the copy that
+was given up on is ignored).
 Any other exception is a bug: it is logged with its traceback and fails the batch's nodes, and
 the dispatcher carries on.
 """
