@@ -142,11 +142,13 @@ def test_a_hung_broker_during_subscription_loses_no_batch(
             handle = submit(one, {"i": 5}, executor=executor)  # a new run: a new subscription
             deadline = time.monotonic() + 40
             while not (missed.seen.is_set() or retried.seen.is_set()):
-                assert time.monotonic() < deadline, "dispatch never met the hung broker"
+                if time.monotonic() > deadline:
+                    break  # resume anyway: the node must still complete
                 missed.seen.wait(0.05)
         finally:
             server.send_signal(signal.SIGCONT)
         assert handle.result(60) == {"y": 5}
+        assert missed.seen.is_set() or retried.seen.is_set(), "dispatch never met the hang"
         assert executor.in_flight == 0
     finally:
         log.removeHandler(missed)
