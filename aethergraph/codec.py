@@ -31,14 +31,13 @@ kind of class. A message must never make a process import or run code it did not
 The price: the process that decodes (the worker for arguments, the client for results) must
 import the module that defines the class first — e.g. define models next to the tools using them.
 
-Large values: :func:`offload` / :func:`offload_entries` put big encoded values into the artifact
-store and send ``{"__ag__": "ref", "uri": ..., "size": ...}`` instead; :func:`inline` /
-:func:`inline_entries` fetch them back. ``decode`` refuses refs, so a forgotten inline is loud.
+Large values travel by reference: ``{"__ag__": "ref", "uri": ..., "size": ...}`` decodes to an
+:class:`Offloaded` marker (and encodes back to the same ref). Putting values into the artifact
+store and loading them back is :mod:`aethergraph.offload`'s job; this module stays pure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -50,18 +49,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 # CodecError lives in errors.py with the rest of the hierarchy; re-exported here for old imports.
-from aethergraph.errors import CodecError, ConfigurationError
-
-if TYPE_CHECKING:
-    from aethergraph.services.builtins.artifacts import ArtifactStore
+from aethergraph.errors import CodecError
 
 TAG = "__ag__"
-ACCEPT_CONTENT = ["json"]  # Celery accept_content: JSON only, never pickle
 
 _SCALARS = frozenset({str, int, bool, type(None)})  # JSON-native as they are (float: not nan)
 _JSON_SCALARS = _SCALARS | {float}
@@ -407,7 +402,8 @@ def decode(data: Any) -> Any:
         raise CodecError("cannot decode: the data is nested too deeply") from None
 
 
-def _serialize(data: Any) -> str:
+def serialize(data: Any) -> str:
+    """Already-encoded ``data`` as compact, strict JSON text (what travels and what is stored)."""
     try:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -419,7 +415,7 @@ def _serialize(data: Any) -> str:
 
 def dumps(value: Any, *, where: str = "value") -> str:
     """``value`` encoded and serialized as compact, strict JSON text."""
-    return _serialize(encode(value, where=where))
+    return serialize(encode(value, where=where))
 
 
 def loads(text: str | bytes) -> Any:
@@ -457,117 +453,19 @@ class Offloaded:
         return hash(self.uri)
 
 
-def contains_offloaded(value: Any) -> bool:
-    """Whether ``value`` (a decoded structure) holds an :class:`Offloaded` anywhere."""
-    t = type(value)
-    if t in _SCALARS:
-        return False
-    if t is Offloaded:
-        return True
-    if isinstance(value, dict):
-        return any(contains_offloaded(v) for v in value.values())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(contains_offloaded(v) for v in value)
-    return False
-
-
-async def materialize(value: Any, store: ArtifactStore) -> Any:
-    """``value`` with every :class:`Offloaded` replaced by the value it stands for."""
-    if not contains_offloaded(value):
-        return value
-    if type(value) is Offloaded:
-        return decode(await inline(value.marker(), store))
-    if isinstance(value, dict):
-        keys = list(value)
-        items = await asyncio.gather(*(materialize(value[k], store) for k in keys))
-        return dict(zip(keys, items, strict=True))
-    items = await asyncio.gather(*(materialize(v, store) for v in value))
-    return type(value)(items) if type(value) in (list, tuple, set, frozenset) else items
-
-
 def is_ref(data: Any) -> bool:
     """Whether ``data`` is an offloaded-value reference made by :func:`offload`."""
     return type(data) is dict and data.get(TAG) == "ref" and isinstance(data.get("uri"), str)
 
 
-def _big(data: Any, threshold: int) -> bytes | None:
-    """The serialized bytes of ``data`` when they exceed ``threshold``; ``None`` otherwise."""
-    if type(threshold) is not int or threshold < 0:
-        raise ConfigurationError(
-            f"offload threshold must be an int >= 0 (bytes), not {threshold!r}"
-        )
-    if is_ref(data):
-        return None
-    if type(data) in _SCALARS and (type(data) is not str or len(data) * 6 + 2 <= threshold):
-        return None  # provably small (a JSON char is at most 6 bytes): skip serializing
-    raw = _serialize(data).encode("utf-8")
-    return raw if len(raw) > threshold else None
-
-
-async def offload(data: Any, store: ArtifactStore, *, threshold: int) -> Any:
-    """``data`` (already encoded) itself, or a ref to it in ``store`` when its JSON is too big.
-
-    Keeps Redis messages small: a value over ``threshold`` bytes is saved once, content-addressed,
-    and the message carries only ``{"__ag__": "ref", "uri": ..., "size": ...}``.
-    """
-    raw = _big(data, threshold)
-    if raw is None:
-        return data
-    return {TAG: "ref", "uri": await store.save_bytes(raw), "size": len(raw)}
-
-
-async def inline(data: Any, store: ArtifactStore) -> Any:
-    """The encoded value a ref points to (loaded from ``store``); other ``data`` unchanged."""
-    if not is_ref(data):
-        return data
-    raw = await store.load_bytes(data["uri"])
-    size = data.get("size")
-    if isinstance(size, int) and len(raw) != size:
-        raise CodecError(f"artifact {data['uri']} has {len(raw)} bytes, the ref says {size}")
-    return json.loads(raw)
-
-
-def needs_offload(mapping: dict[str, Any], threshold: int) -> bool:
-    """Whether :func:`offload_entries` would move any entry (cheap: small scalars are skipped)."""
-    return any(_big(v, threshold) is not None for v in mapping.values())
-
-
-async def offload_entries(
-    mapping: dict[str, Any], store: ArtifactStore, *, threshold: int
-) -> dict[str, Any]:
-    """:func:`offload` per top-level entry: big entries go to ``store``, small ones stay inline."""
-    out = dict(mapping)
-    big = {k: raw for k, v in mapping.items() if (raw := _big(v, threshold)) is not None}
-    uris = await asyncio.gather(*(store.save_bytes(raw) for raw in big.values()))
-    for (key, raw), uri in zip(big.items(), uris, strict=True):
-        out[key] = {TAG: "ref", "uri": uri, "size": len(raw)}
-    return out
-
-
-async def inline_entries(mapping: dict[str, Any], store: ArtifactStore) -> dict[str, Any]:
-    """:func:`inline` per top-level entry (the reverse of :func:`offload_entries`)."""
-    out = dict(mapping)
-    refs = [k for k, v in mapping.items() if is_ref(v)]
-    values = await asyncio.gather(*(inline(mapping[k], store) for k in refs))
-    out.update(zip(refs, values, strict=True))
-    return out
-
-
 __all__ = [
-    "ACCEPT_CONTENT",
     "TAG",
     "CodecError",
     "Offloaded",
-    "contains_offloaded",
     "decode",
     "dumps",
     "encode",
-    "inline",
-    "inline_entries",
     "is_ref",
     "loads",
-    "materialize",
-    "needs_offload",
-    "offload",
-    "offload_entries",
+    "serialize",
 ]

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aethergraph"
 
 LAYERS = [
     ("foundation", ["errors", "settings", "registry", "runtime_loop", "keys", "redis_server"]),
-    ("services", ["services", "codec"]),
+    ("services", ["services", "codec", "offload"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),

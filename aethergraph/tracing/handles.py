@@ -15,9 +15,9 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aethergraph import runtime_loop
-from aethergraph.codec import contains_offloaded, materialize
 from aethergraph.errors import RuntimeUsageError, UnknownOutputError
 from aethergraph.graph.refs import PathItem
+from aethergraph.offload import contains_offloaded, materialize
 from aethergraph.scheduling.node_state import RunRef
 
 if TYPE_CHECKING:

@@ -48,7 +48,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from aethergraph import codec
+from aethergraph import codec, offload
 from aethergraph.errors import InternalError, WorkerUnavailableError
 from aethergraph.execution.base import DoneCallback, NodeJob, NodeOutcome, failure_from
 from aethergraph.execution.celery.background import Background
@@ -274,10 +274,10 @@ class Dispatcher:
             on_done(job, NodeOutcome(failure=failure_from(exc, retryable=False)))
             return None
         threshold = self._settings.offload_threshold
-        if not codec.needs_offload(kwargs, threshold):
+        if not offload.needs_offload(kwargs, threshold):
             return kwargs
         try:
-            return await codec.offload_entries(kwargs, self._artifacts, threshold=threshold)
+            return await offload.offload_entries(kwargs, self._artifacts, threshold=threshold)
         except BROKER_ERRORS:
             raise  # the broker (also the artifact store) is down: retried with the batch
         except Exception as exc:  # e.g. a full disk under the filesystem store: may pass later

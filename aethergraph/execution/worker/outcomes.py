@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from aethergraph import codec, runtime_loop
+from aethergraph import codec, offload, runtime_loop
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.wire import outcome_message
 from aethergraph.keys import Keys
@@ -76,17 +76,17 @@ class OutcomePusher:
     # -- payload -----------------------------------------------------------------------
     def decode_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         args = codec.decode(kwargs)
-        if codec.contains_offloaded(args):
-            args = runtime_loop.run_sync(codec.materialize(args, self._artifacts()))
+        if offload.contains_offloaded(args):
+            args = runtime_loop.run_sync(offload.materialize(args, self._artifacts()))
         return dict(args)
 
     def _encode_outputs(self, node_id: Any, outputs: dict[str, Any]) -> dict[str, Any]:
         encoded: dict[str, Any] = codec.encode(outputs, where=f"outputs of node {node_id!r}")
         threshold = self.settings.offload_threshold
-        if codec.needs_offload(encoded, threshold):
+        if offload.needs_offload(encoded, threshold):
             store = self._artifacts()
             encoded = runtime_loop.run_sync(
-                codec.offload_entries(encoded, store, threshold=threshold)
+                offload.offload_entries(encoded, store, threshold=threshold)
             )
         return encoded
 
