@@ -39,7 +39,7 @@ from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.redis_server import RedisServer
 from aethergraph.redis_server import find_redis_server as find_redis_server  # re-exported
 from aethergraph.runner import run
-from aethergraph.settings import get_settings
+from aethergraph.settings import get_settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
 
 
@@ -275,4 +275,5 @@ class LocalCluster:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<LocalCluster {self.url} workers={self.n_workers} namespace={self.namespace}>"
+        url = redact_url(self.url)
+        return f"<LocalCluster {url} workers={self.n_workers} namespace={self.namespace}>"

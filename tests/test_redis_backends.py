@@ -491,3 +491,19 @@ def test_subscriber_start_failure_raises_and_closes(keys: Keys) -> None:
             await sub.add_run("x")
 
     run(body())
+
+
+def test_a_write_on_a_closed_transport_is_reported_as_a_connection_error() -> None:
+    """redis-py#4287: asyncio's 'NoneType' errors on a closed transport become ConnectionError;
+    other errors pass through as they are."""
+    import redis as redis_lib
+
+    from aethergraph.services.builtins.redis_backends import closed_transport_is_a_connection_error
+
+    with (
+        pytest.raises(redis_lib.ConnectionError, match="closed while writing"),
+        closed_transport_is_a_connection_error(),
+    ):
+        None.writelines([])  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no_such"), closed_transport_is_a_connection_error():
+        object().no_such  # type: ignore[attr-defined]  # noqa: B018

@@ -59,6 +59,7 @@ from aethergraph.execution.celery.inflight import InFlight, Sent
 from aethergraph.execution.wire import META, short_repr, task_envelope
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.services.builtins.artifacts import ArtifactStore
+from aethergraph.services.builtins.redis_backends import closed_transport_is_a_connection_error
 from aethergraph.settings import Settings
 
 log = logging.getLogger("aethergraph")
@@ -234,7 +235,8 @@ class Dispatcher:
         try:
             self._build(pipe, messages, encoded)
             if messages:
-                await pipe.execute()
+                with closed_transport_is_a_connection_error():
+                    await pipe.execute()
         except BaseException:
             # not (or maybe not all) sent: forget them; _run puts the batch back or fails it
             for message in messages:

@@ -61,7 +61,7 @@ class CeleryExecutor(Executor):
         stays the caller's to close."""
         base = settings or get_settings()
         if broker_url is not None:
-            base = base.model_copy(update={"broker_url": broker_url})
+            base = base.updated(broker_url=broker_url)  # validated, like the environment
         if not base.broker_url:
             raise ConfigurationError(
                 "the Celery executor needs a broker: set AETHERGRAPH_BROKER_URL=redis://host:6379/0"

@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,25 @@ DEFAULT_TTL = 7 * 24 * 3600.0  # seconds: long enough to inspect a run, short en
 DEFAULT_MAX_ARTIFACT_SIZE = 512 * 1024 * 1024  # Redis' default proto-max-bulk-len
 _URL_SCHEMES = ("redis", "rediss", "unix")
 _CLOSE_TIMEOUT = 5.0
+
+
+@contextmanager
+def closed_transport_is_a_connection_error() -> Iterator[None]:
+    """Around an asyncio redis-py write: report a connection the server closed as what it is.
+
+    redis-py#4287: writing on a connection the peer has closed can raise asyncio's internal
+    ``AttributeError`` / ``TypeError`` ('NoneType' ...) instead of ``ConnectionError``, which
+    bypasses every retry and outage handler. Only those 'NoneType' errors are translated; any
+    other exception passes through unchanged.
+    """
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        if "NoneType" not in str(exc):
+            raise
+        raise redis.ConnectionError(
+            f"the Redis connection was closed while writing ({exc})"
+        ) from exc
 
 
 def check_redis_url(url: Any) -> str:

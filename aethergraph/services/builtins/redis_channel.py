@@ -35,6 +35,7 @@ from aethergraph.services.builtins.redis_backends import (
     RedisService,
     check_keys,
     check_redis_url,
+    closed_transport_is_a_connection_error,
     positive_number,
     redact_url,
 )
@@ -207,10 +208,11 @@ class RunEventSubscriber:
             if waiter is None:
                 waiter = self._waiters[command, channel] = self._loop.create_future()
             waiters.append(waiter)
-        if command == "subscribe":
-            await self._pubsub.subscribe(*channels)
-        else:
-            await self._pubsub.unsubscribe(*channels)
+        with closed_transport_is_a_connection_error():
+            if command == "subscribe":
+                await self._pubsub.subscribe(*channels)
+            else:
+                await self._pubsub.unsubscribe(*channels)
         await self._confirmed(command, waiters)
 
     async def _confirmed(self, command: str, waiters: list[asyncio.Future[None]]) -> None:
