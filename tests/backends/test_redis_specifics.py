@@ -15,9 +15,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -39,57 +38,7 @@ from aethergraph.services.builtins.redis_backends import (
 )
 from aethergraph.services.builtins.redis_channel import RedisChannelBackend, RunEventSubscriber
 
-T = TypeVar("T")
-WAIT = 10.0  # seconds: generous upper bound for anything that should take milliseconds
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def in_threads(target: Callable[[int], None], n: int) -> None:
-    """Run ``target(i)`` on ``n`` threads at once; re-raise the first failure."""
-    errors: list[BaseException] = []
-
-    def guarded(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=60)
-        assert not th.is_alive(), "a worker thread hung"
-    if errors:
-        raise errors[0]
-
-
-def poll(condition: Callable[[], Awaitable[bool]], what: str) -> Coroutine[Any, Any, None]:
-    """Await ``condition()`` until true, bounded by WAIT (for server-side expiry only)."""
-
-    async def loop() -> None:
-        deadline = time.monotonic() + WAIT
-        while not await condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.005)
-
-    return loop()
-
-
-@pytest.fixture
-def keys(redis_namespace: str) -> Keys:
-    return Keys(redis_namespace)
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain blocking client to look at what the backends stored."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+from .helpers import WAIT, in_threads, run, until
 
 
 def closed_port_url() -> str:
@@ -472,7 +421,7 @@ def test_subscriber_recovers_from_a_dropped_connection(
             async def resubscribed() -> bool:
                 return bool(raw.pubsub_numsub(channel)[0][1] == 1)
 
-            await poll(resubscribed, "the subscriber to come back")
+            await until(resubscribed, "the subscriber to come back")
             payload = json.dumps(ChannelMessage("r", "g", "n", "text", "back", 1.0).to_dict())
             raw.publish(channel, payload)
             await collector.wait()
