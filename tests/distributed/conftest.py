@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,16 @@ def cluster(redis_url: str) -> Iterator[object]:
         env={"PYTHONPATH": str(HERE)},
     ) as c:
         yield c
+
+
+def wait_until(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Wait (bounded) for a condition in another process that offers no event to await (a live
+    message travelling apart from the result, a worker's queue draining); return its value."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        pause.wait(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

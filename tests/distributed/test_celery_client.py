@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from client_tools import c_kv_get, c_len, c_nap
+from conftest import wait_until
 
 from aethergraph import RunCancelledError, graph_fn, run, runtime_loop, submit
 from aethergraph.cluster import LocalCluster
@@ -39,18 +40,6 @@ def _executor(cluster: LocalCluster, **overrides: Any) -> CeleryExecutor:
 def _scans(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return int(stats.get("cmdstat_scan", {}).get("calls", 0))
-
-
-def _until(probe: Any, what: str, timeout: float = 30.0) -> Any:
-    """Wait (bounded) for a condition in another process, which offers no event to await."""
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        pause.wait(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- D5: an executor changes nothing process-wide ---------------------------------------------
@@ -208,13 +197,13 @@ def test_cancel_then_exit_stops_the_queued_nodes(cluster: LocalCluster) -> None:
     queue = cluster.keys.tool_queue(None)
     try:
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-        _until(lambda: int(client.get(key) or 0) >= 1, "the first node to run")
+        wait_until(lambda: int(client.get(key) or 0) >= 1, "the first node to run")
         client.rpush(started, "go")
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         assert b"cancelled" in out
         # the workers drain what is left: revoked messages are dropped, not run
-        _until(lambda: client.llen(queue) == 0 and not client.hlen("unacked"), "an idle pool")
+        wait_until(lambda: client.llen(queue) == 0 and not client.hlen("unacked"), "an idle pool")
         executed = int(client.get(key) or 0)
         assert executed < n // 4, f"{executed} of {n} cancelled nodes ran"
     finally:

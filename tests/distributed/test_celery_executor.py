@@ -26,6 +26,7 @@ from celery_tools import (
     d_use_service,
     d_whoami,
 )
+from conftest import wait_until
 
 from aethergraph import RunCancelledError, ToolError, graph_fn, run, submit, tool
 from aethergraph.cluster import LocalCluster
@@ -177,8 +178,8 @@ def test_context_ids_channel_logs_and_memory_reach_the_client(
     try:
         with caplog.at_level("INFO", logger="aethergraph.node"):
             out = cluster.run(ctx_graph)
-            texts = _wait_for(lambda: [m for m in recording.messages if m.kind == "text"], "text")
-            logs = _wait_for(
+            texts = wait_until(lambda: [m for m in recording.messages if m.kind == "text"], "text")
+            logs = wait_until(
                 lambda: [r for r in caplog.records if "log line from" in r.getMessage()], "log"
             )
     finally:
@@ -189,20 +190,6 @@ def test_context_ids_channel_logs_and_memory_reach_the_client(
     assert (texts[0].run_id, texts[0].node_id) == (seen["run_id"], "d_whoami_0")
     assert logs[0].run_id == seen["run_id"]
     assert seen["memory"] == [{"node": "d_whoami_0"}]
-
-
-def _wait_for(probe: Any, what: str, timeout: float = 10.0) -> Any:
-    """Wait (bounded) for a live message: it travels separately from the node's result."""
-    import time
-
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        pause.wait(0.02)
-    raise AssertionError(f"the live {what} message did not arrive")
 
 
 def test_workers_build_their_own_services(cluster: LocalCluster) -> None:
