@@ -1,4 +1,11 @@
-"""A LocalCluster of real worker processes on the test Redis, shared by the distributed tests."""
+"""A LocalCluster of real worker processes on the test Redis, shared by the distributed tests.
+
+Why not pytest-celery: its 1.x fixtures build brokers and workers as Docker containers (none
+runs here, nor on many users' CI), and the container-free ``celery.contrib.pytest`` worker is a
+thread inside the test process — it would not exercise what ships: ``aethergraph worker``
+processes with a prefork pool, their own service registries, signals, the tool allowlist and
+real SIGKILLs. A ``LocalCluster`` starts exactly those, on the test's own private Redis.
+"""
 
 from __future__ import annotations
 
