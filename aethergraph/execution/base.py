@@ -8,11 +8,11 @@ Contract:
 
 * ``submit_many(jobs, report)`` is called on the runtime loop with jobs whose inputs are
   resolved values. For each job the executor calls ``report(job, outcome)`` exactly once, on the
-  runtime loop — unless the job was cancelled, after which a late outcome may still arrive and is
-  ignored. ``report`` only *enqueues* the outcome: the scheduler drains its queue in a loop
-  iteration of its own (dask's ``local.py`` pattern), so an executor may call it anywhere, even
-  inside ``submit_many``, without re-entering the scheduler (no recursion however long a chain
-  of inline tools is).
+  runtime loop or from a thread of its own — unless the job was cancelled, after which a late
+  outcome may still arrive and is ignored. ``report`` only *enqueues* the outcome (thread-safe):
+  the scheduler drains its queue in a loop iteration of its own (dask's ``local.py`` pattern),
+  so an executor may call it anywhere, even inside ``submit_many``, without re-entering the
+  scheduler (no recursion however long a chain of inline tools is).
 * An executor keeps whatever it needs to find a job again (a task, a timer, a Celery task id)
   in its own tables, keyed by ``job.key``; a ``NodeJob`` carries no executor state.
 * ``cancel(job)`` is best effort: stop the job if it is queued or running.
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 class NodeJob:
     """One attempt at running one node."""
 
-    __slots__ = ("args", "attempt", "graph_id", "node_id", "run_id", "timeout", "tool")
+    __slots__ = ("args", "attempt", "graph_id", "key", "node_id", "run_id", "timeout", "tool")
 
     def __init__(
         self,
@@ -60,11 +60,8 @@ class NodeJob:
         self.args = args
         self.attempt = attempt
         self.timeout = timeout
-
-    @property
-    def key(self) -> str:
-        """Unique per attempt: what executors index their private state by."""
-        return f"{self.run_id}:{self.node_id}:{self.attempt}"
+        #: unique per attempt (``run:node:attempt``): what executors index their own state by
+        self.key = f"{run_id}:{node_id}:{attempt}"
 
     def __repr__(self) -> str:
         return f"<NodeJob {self.key} tool={self.tool.name}>"

@@ -72,14 +72,21 @@ class _ThreadLane:
                 return
             job, on_done = item
             del item  # an idle thread must not pin the last job (and its run) while it waits
-            if job.key in self.cancelled:
+            if self.cancelled and job.key in self.cancelled:
                 self._loop.call_soon_threadsafe(self.cancelled.discard, job.key)
                 del job, on_done
                 continue
             if job.timeout is not None:  # the clock starts when the tool starts, not when queued
                 self._loop.call_soon_threadsafe(self._arm_timer, job, on_done)
             outcome = contextvars.Context().run(invoke_sync, job)
-            done.append((job, on_done, outcome))
+            if job.timeout is None:  # nothing to settle on the loop: report from here
+                try:
+                    on_done(job, outcome)  # thread-safe: it only enqueues (see base)
+                except RuntimeError:  # the loop was closed at shutdown
+                    return
+                del job, on_done, outcome
+                continue
+            done.append((job, on_done, outcome))  # its timer lives on the loop: settle there
             del job, on_done, outcome
             if not self._wake_pending:
                 self._wake_pending = True
@@ -111,10 +118,11 @@ class _ThreadLane:
         done = self._done
         while done:
             job, on_done, outcome = done.popleft()
-            self.cancel_timer(job)
-            if job.key in self._timed_out:
-                self._timed_out.discard(job.key)
-                continue
+            if job.timeout is not None:
+                self.cancel_timer(job)
+                if job.key in self._timed_out:
+                    self._timed_out.discard(job.key)
+                    continue
             on_done(job, outcome)
 
     def stop(self) -> None:

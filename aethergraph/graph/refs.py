@@ -93,7 +93,8 @@ def collect_refs(value: Any, out: list[RefBase]) -> None:
 def substitute(value: Any, lookup: Callable[[RefBase], Any]) -> Any:
     """A copy of ``value`` with every reference replaced by ``lookup(ref)``.
 
-    Containers that hold no refs are returned as they are (not copied).
+    Containers that hold no refs are returned as they are (not copied). One pass per container,
+    plain values skipped without a call: this runs twice per node on the hot path.
     """
     cls = type(value)
     if cls in _ATOMIC:
@@ -101,13 +102,29 @@ def substitute(value: Any, lookup: Callable[[RefBase], Any]) -> Any:
     if isinstance(value, RefBase):
         return lookup(value)
     if isinstance(value, dict):
-        new_d = {k: substitute(v, lookup) for k, v in value.items()}
-        if all(new_d[k] is v for k, v in value.items()):
+        changed = False
+        new_d: dict[Any, Any] = {}
+        for key, item in value.items():
+            if type(item) not in _ATOMIC:
+                new = lookup(item) if isinstance(item, RefBase) else substitute(item, lookup)
+                if new is not item:
+                    changed = True
+                    item = new
+            new_d[key] = item
+        if not changed:
             return value
         return new_d if cls is dict else _rebuild(cls, new_d)
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [substitute(v, lookup) for v in value]
-        if all(a is b for a, b in zip(items, value, strict=True)):
+        changed = False
+        items: list[Any] = []
+        for item in value:
+            if type(item) not in _ATOMIC:
+                new = lookup(item) if isinstance(item, RefBase) else substitute(item, lookup)
+                if new is not item:
+                    changed = True
+                    item = new
+            items.append(item)
+        if not changed:
             return value
         if cls in (list, tuple, set, frozenset):
             return cls(items)

@@ -32,7 +32,9 @@ class RunEmitter:
 
     @property
     def active(self) -> bool:
-        """Is anybody listening? (checked before building an event, on the hot path)"""
+        """Is anybody listening? Checked before building an event: when nobody listens, no
+        event object is built. (The hot path reads ``listeners or GLOBAL_BUS.listeners``
+        directly — the same test, without a call.)"""
         return bool(self.listeners or GLOBAL_BUS.listeners)
 
     def node(

@@ -8,24 +8,29 @@ when a node runs, retries, or the run is cancelled — is :class:`~.scheduler.Ru
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from aethergraph.errors import RunCancelledError, ToolError
+from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
 from aethergraph.execution.base import Executor
-from aethergraph.graph.refs import RefBase
-from aethergraph.graph.task_graph import NodeStatus, TaskGraph
+from aethergraph.graph.refs import RefBase, RefSpec, substitute
+from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.scheduling.emitter import RunEmitter
-from aethergraph.scheduling.events import Listener, NodeEventType
+from aethergraph.scheduling.events import GLOBAL_BUS, Listener, NodeEventType
 from aethergraph.scheduling.failures import skipped_error
-from aethergraph.scheduling.node_state import NodeState, new_node
+from aethergraph.scheduling.node_state import NodeState, RunRef
 from aethergraph.scheduling.waiting import Waitable
 
 log = logging.getLogger("aethergraph")
+
+
+def _as_spec(ref: RefBase) -> RefSpec:
+    return RefSpec(ref._ref_node, ref._ref_path)
 
 
 class NodeBook(Waitable):
@@ -49,9 +54,36 @@ class NodeBook(Waitable):
         return self._nodes[node_id]
 
     def _new_state(self, tool: ToolSpec, inputs: dict[str, Any], refs: list[RefBase]) -> NodeState:
-        state = new_node(self, self._counters, tool, inputs, refs)
-        self.graph.nodes[state.node.node_id] = state.node
-        self._nodes[state.node.node_id] = state
+        """A new node for ``tool(**inputs)``, whose inputs hold ``refs``, in the table and graph.
+
+        Node ids count per tool (``square_0``, ``square_1``, ...); the node's edges are the
+        nodes its refs name, which must belong to this run; the graph's copy of the inputs holds
+        plain :class:`RefSpec` where the call held live refs.
+        """
+        counter = self._counters.get(tool.name)
+        if counter is None:
+            counter = self._counters[tool.name] = itertools.count()
+        node_id = f"{tool.name}_{next(counter)}"
+        deps: tuple[str, ...] = ()
+        shown = inputs
+        if refs:
+            seen: dict[str, None] = {}
+            for ref in refs:
+                if not isinstance(ref, RunRef) or ref._run is not self:
+                    raise RuntimeUsageError(
+                        f"tool {tool.name!r} was given {ref._ref_describe()}, a reference that "
+                        "does not belong to this run; pass values (await them) between runs, "
+                        "handles within one"
+                    )
+                seen[ref._ref_node] = None
+            deps = tuple(seen)
+            shown = substitute(inputs, _as_spec)
+        node = TaskNode(
+            node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time()
+        )
+        state = NodeState(node, tool, inputs, refs)
+        self.graph.nodes[node_id] = node
+        self._nodes[node_id] = state
         return state
 
     def _cancel_error(self) -> RunCancelledError:
@@ -70,7 +102,7 @@ class NodeBook(Waitable):
             node.error = error.to_dict()
         else:
             node.error = {"exc_type": type(error).__name__, "message": str(error)}
-        if self._emit.active:
+        if self._emit.listeners or GLOBAL_BUS.listeners:
             self._emit.node(kind, node, error=str(error))
         state.mark_finished()
         self._finished_count += 1

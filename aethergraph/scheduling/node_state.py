@@ -17,30 +17,21 @@ its nodes' inputs hold plain :class:`~aethergraph.graph.refs.RefSpec` references
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from aethergraph.errors import RuntimeUsageError
-from aethergraph.graph.refs import PathItem, RefBase, RefSpec, substitute
+from aethergraph.graph.refs import PathItem, RefBase
 from aethergraph.graph.task_graph import TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.scheduling.waiting import Waitable
 
 if TYPE_CHECKING:
     from aethergraph.execution.base import NodeJob
-    from aethergraph.scheduling.node_book import NodeBook
     from aethergraph.scheduling.scheduler import RunScheduler
 
 
-class OutputCell:
-    """Where a finished node's outputs are kept while someone can still read them."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: dict[str, Any] | None = None
+#: Where a finished node's outputs are kept while someone can still read them: a one-item list
+#: (``cell[0]``), the cheapest mutable box Python has — one is made per node on the hot path.
+OutputCell = list[dict[str, Any] | None]
 
 
 class NodeState(Waitable):
@@ -71,7 +62,7 @@ class NodeState(Waitable):
         self.remaining = 0
         self.dependents: list[NodeState] = []
         #: filled and then let go by the scheduler when the node finishes (see module docstring)
-        self.cell: OutputCell | None = OutputCell()
+        self.cell: OutputCell | None = [None]
         self.error: BaseException | None = None
         self.job: NodeJob | None = None
 
@@ -103,45 +94,6 @@ class RunRef(RefBase):
         state = self._state
         if state.error is not None:
             raise state.error
-        value = self._cell.value
+        value = self._cell[0]
         assert value is not None, "outputs read before the node finished"
         return value
-
-
-def _as_spec(ref: RefBase) -> RefSpec:
-    return RefSpec(ref._ref_node, ref._ref_path)
-
-
-def new_node(
-    run: NodeBook,
-    counters: dict[str, Iterator[int]],
-    tool: ToolSpec,
-    inputs: dict[str, Any],
-    refs: list[RefBase],
-) -> NodeState:
-    """The state of a new node of ``run`` for ``tool(**inputs)``, whose inputs hold ``refs``.
-
-    Node ids count per tool (``square_0``, ``square_1``, ...); the node's edges are the nodes its
-    refs name, which must belong to ``run``; the graph's copy of the inputs holds plain
-    :class:`RefSpec` where the call held live refs.
-    """
-    counter = counters.get(tool.name)
-    if counter is None:
-        counter = counters[tool.name] = itertools.count()
-    node_id = f"{tool.name}_{next(counter)}"
-    deps: tuple[str, ...] = ()
-    shown = inputs
-    if refs:
-        seen: dict[str, None] = {}
-        for ref in refs:
-            if not isinstance(ref, RunRef) or ref._run is not run:
-                raise RuntimeUsageError(
-                    f"tool {tool.name!r} was given {ref._ref_describe()}, a reference that "
-                    "does not belong to this run; pass values (await them) between runs, "
-                    "handles within one"
-                )
-            seen[ref._ref_node] = None
-        deps = tuple(seen)
-        shown = substitute(inputs, _as_spec)
-    node = TaskNode(node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time())
-    return NodeState(node, tool, inputs, refs)

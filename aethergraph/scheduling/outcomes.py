@@ -5,6 +5,11 @@ This is what keeps executors from ever re-entering the scheduler (dask's ``local
 burst, schedules a drain on the runtime loop; while the drain runs, outcomes reported from
 inside it (an inline executor finishing the next node of a chain at once) join the same queue,
 so any chain runs iteratively and the stack never grows with it.
+
+``report`` is safe to call from any thread (a tool thread reports straight into the queue, with
+no hop through an executor callback on the loop first). The drain clears ``_pending`` *before*
+it empties the queue, so an outcome appended at any moment is either seen by this drain or
+makes its reporter schedule the next one — none is left waiting.
 """
 
 from __future__ import annotations
@@ -30,17 +35,15 @@ class OutcomeQueue:
         self._pending = False
 
     def report(self, job: NodeJob, outcome: NodeOutcome) -> None:
-        """The executors' ``on_done``: enqueue only."""
+        """The executors' ``on_done``: enqueue, and wake the scheduler once per burst."""
         self._items.append((job, outcome))
         if not self._pending:
             self._pending = True
             runtime_loop.call_soon(self._guard, self._drain)
 
     def _drain(self) -> None:
+        self._pending = False
         items, handle = self._items, self._handle
-        try:
-            while items:
-                job, outcome = items.popleft()
-                handle(job, outcome)
-        finally:
-            self._pending = False
+        while items:
+            job, outcome = items.popleft()
+            handle(job, outcome)

@@ -168,11 +168,10 @@ class Run:
         return exc
 
     async def close(self) -> Any:
-        """End the run's GC pacing; return its memory snapshot (read off the event loop)."""
+        """Return the run's memory snapshot (read off the event loop); end its GC pacing."""
         if self._closed:
             return None
         self._closed = True
-        gc_pacing.run_finished(self._gc_counted)
         memory = self.scheduler.builtins.memory
         try:
             if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed
@@ -181,3 +180,5 @@ class Run:
         except Exception:
             log.warning("could not read the memory of run %s", self.run_id, exc_info=True)
             return None
+        finally:
+            gc_pacing.run_finished(self._gc_counted)

@@ -36,14 +36,14 @@ from aethergraph.execution.base import Executor, NodeFailure, NodeJob, NodeOutco
 from aethergraph.graph.refs import RefBase, substitute
 from aethergraph.graph.task_graph import NodeStatus, TaskGraph
 from aethergraph.graph.tool_spec import ToolSpec
-from aethergraph.scheduling.events import Listener, RunEventType
+from aethergraph.scheduling.events import GLOBAL_BUS, Listener, RunEventType
 from aethergraph.scheduling.failures import (
     internal_error,
     missing_input_error,
     tool_error,
 )
 from aethergraph.scheduling.node_book import NodeBook
-from aethergraph.scheduling.node_state import NodeState, OutputCell, RunRef
+from aethergraph.scheduling.node_state import NodeState, OutputCell
 from aethergraph.scheduling.outcomes import OutcomeQueue
 from aethergraph.services.runtime.registry import BuiltinBackends
 
@@ -54,8 +54,8 @@ _RUNNING = NodeStatus.RUNNING
 
 
 def _lookup(ref: RefBase) -> Any:
-    assert isinstance(ref, RunRef)
-    outputs = ref._outputs()
+    # add_node admitted only this run's RunRefs, so every ref here is one
+    outputs = ref._outputs()  # type: ignore[attr-defined]
     return ref._ref_extract(outputs) if ref._ref_path else outputs
 
 
@@ -141,7 +141,7 @@ class RunScheduler(NodeBook):
         self._wake_pending = False
         inbox, nodes = self._inbox, self._nodes
         ready: list[NodeState] = []
-        emit = self._emit.active
+        emit = self._emit.listeners or GLOBAL_BUS.listeners
         while inbox:
             state = inbox.popleft()
             if state.is_finished:  # cancelled before it was drained
@@ -217,7 +217,7 @@ class RunScheduler(NodeBook):
             state.tool.policy.timeout,
         )
         state.job = job
-        if self._emit.active:
+        if self._emit.listeners or GLOBAL_BUS.listeners:
             self._emit.node("started", node)
         return job
 
@@ -234,15 +234,21 @@ class RunScheduler(NodeBook):
             node.finished_at = outcome.finished_at or time.time()
             cell, state.cell = state.cell, None
             if cell is not None:
-                cell.value = outcome.outputs
+                cell[0] = outcome.outputs
             node.status = _DONE
-            if self._emit.active:
+            if self._emit.listeners or GLOBAL_BUS.listeners:
                 self._emit.node("done", node)
             state.args = None
-            state.refs = []
+            if state.refs:
+                state.refs = []
             state.mark_finished()
             self._finished_count += 1
-            ready = [d for d in state.dependents if not d.is_finished and _one_less(d)]
+            ready: list[NodeState] = []
+            for dependent in state.dependents:
+                if not dependent.is_finished:
+                    dependent.remaining -= 1
+                    if dependent.remaining == 0:
+                        ready.append(dependent)
             state.dependents = []
             if ready:
                 self._dispatch(ready)
@@ -258,7 +264,7 @@ class RunScheduler(NodeBook):
         if job.attempt <= policy.retries and failure.retryable and not self._cancelled:
             delay = policy.backoff_delay(job.attempt)
             state.node.status = NodeStatus.PENDING
-            if self._emit.active:
+            if self._emit.listeners or GLOBAL_BUS.listeners:
                 error = f"{failure.exc_type}: {failure.message}"
                 self._emit.node("retrying", state.node, error=error, retry_in=delay)
             self._loop.call_later(delay, self._guarded, self._retry, state)
@@ -328,11 +334,5 @@ class RunScheduler(NodeBook):
         self.mark_finished()
 
     def _emit_run(self, kind: RunEventType) -> None:
-        if self._emit.active:
+        if self._emit.listeners or GLOBAL_BUS.listeners:
             self._emit.run(kind, self)
-
-
-def _one_less(dependent: NodeState) -> bool:
-    """Count one input of ``dependent`` as ready; True when it has no input left to wait for."""
-    dependent.remaining -= 1
-    return dependent.remaining == 0
