@@ -18,11 +18,12 @@ from typing import Any
 import redis
 
 import aethergraph
+from aethergraph.cli_options import broker_option, command_settings
 from aethergraph.errors import AetherGraphError, BrokerUnavailableError, ConfigurationError
 from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
-from aethergraph.settings import Settings, check_broker_url, get_settings, redact_url
+from aethergraph.settings import Settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
 
 
@@ -53,33 +54,6 @@ def _load_graph(target: str) -> tuple[GraphFunction, str]:
     if len(current_registry().list("tool")) == tools_before:
         tools = ""  # the target defines no tools: nothing for workers to serve
     return obj, tools
-
-
-def broker_option(parser: argparse._ActionsContainer) -> None:
-    """``-b/--broker URL``, as on ``celery``: the broker for this command only."""
-    parser.add_argument(
-        "-b",
-        "--broker",
-        default=None,
-        metavar="URL",
-        help="Redis URL of the broker, overriding AETHERGRAPH_BROKER_URL for this command",
-    )
-
-
-def command_settings(broker: str | None) -> Settings:
-    """The settings of one command: the environment's, with ``-b/--broker`` applied.
-
-    The override goes into this command's own :class:`Settings` object (validated like the
-    variable), never into ``os.environ``: the process's settings stay what the environment says.
-    """
-    settings = get_settings()
-    if broker is None:
-        return settings
-    try:
-        check_broker_url(broker)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"-b/--broker {exc}") from exc
-    return settings.updated(broker_url=broker)
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:

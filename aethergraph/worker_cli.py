@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import click
 
-from aethergraph.cli import broker_option, command_settings
+from aethergraph.cli_options import broker_option, command_settings
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.celery_app import make_celery_app
 from aethergraph.execution.worker import WorkerRuntime, load_bootstrap, load_tools

@@ -15,7 +15,10 @@ LAYERS = [
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),
     ("tracing", ["tracing"]),
-    ("entry", ["runner", "cli", "demo", "__init__", "__main__", "worker_cli", "cluster"]),
+    (
+        "entry",
+        ["runner", "cli", "cli_options", "demo", "__init__", "__main__", "worker_cli", "cluster"],
+    ),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
 
