@@ -54,9 +54,19 @@ _RUNNING = NodeStatus.RUNNING
 
 
 def _lookup(ref: RefBase) -> Any:
-    # add_node admitted only this run's RunRefs, so every ref here is one
-    outputs = ref._outputs()  # type: ignore[attr-defined]
-    return ref._ref_extract(outputs) if ref._ref_path else outputs
+    """A dependency's value for a node about to run (hot: once per edge).
+
+    Only this run's RunRefs get here (``add_node`` admits no other), and only once their nodes
+    finished without error (a failed dependency skips the node before dispatch), so the value is
+    read from the output cell directly.
+    """
+    outputs = ref._cell[0]  # type: ignore[attr-defined]
+    path = ref._ref_path
+    if not path:
+        return outputs
+    if len(path) == 1:
+        return outputs[path[0]]
+    return ref._ref_extract(outputs)
 
 
 class RunScheduler(NodeBook):
