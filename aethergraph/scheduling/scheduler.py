@@ -241,6 +241,11 @@ class RunScheduler(NodeBook):
         if outcome.started_at is not None:  # measured where the tool ran
             node.started_at = outcome.started_at
         if outcome.failure is None:
+            if outcome.outputs is None:  # a broken executor: fail the run, loudly
+                raise RuntimeError(
+                    f"executor {self.executor.name!r} reported node {node.node_id!r} done "
+                    "without outputs"
+                )
             node.finished_at = outcome.finished_at or time.time()
             cell, state.cell = state.cell, None
             if cell is not None:
