@@ -12,7 +12,9 @@ falls back to 127.0.0.1:6379, and a broker named by the developer's environment
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -22,9 +24,10 @@ import pytest
 
 # Before anything reads settings: keep artifacts out of the user's home directory, and never
 # use a broker the developer's environment names (a test that wants one sets it itself).
-os.environ.setdefault(
-    "AETHERGRAPH_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="aethergraph-test-artifacts-")
-)
+if "AETHERGRAPH_ARTIFACTS_DIR" not in os.environ:
+    _ARTIFACTS = tempfile.mkdtemp(prefix="aethergraph-test-artifacts-")
+    os.environ["AETHERGRAPH_ARTIFACTS_DIR"] = _ARTIFACTS
+    atexit.register(shutil.rmtree, _ARTIFACTS, True)  # leave nothing behind
 for _name in ("AETHERGRAPH_BROKER_URL", "AETHERGRAPH_RESULT_BACKEND", "AETHERGRAPH_EXECUTOR"):
     os.environ.pop(_name, None)
 
