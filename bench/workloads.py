@@ -82,6 +82,9 @@ WORKER_SETTINGS = {
         "acks_late": True,
         "task events": "-E",
         "serializer": "json",
+        # every benchmark tool is sync: one node at a time per slot, the default (AetherGraph's
+        # --async-concurrency opt-in would only change async tools)
+        "nodes at once": "one per slot (sync tools; no --async-concurrency)",
         "broker": "private redis-server started by the LocalCluster (DB 0 / DB 1)",
     },
     "dask": {
