@@ -141,8 +141,12 @@ def submit(
     """Start a run in the background and return a :class:`RunHandle` at once."""
     graph = _check_graph(gf)
     options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
-    bound = _bind(graph, inputs, keyword_inputs)
-    handle = RunHandle(graph, run_id or uuid.uuid4().hex)
+    return _start(graph, _bind(graph, inputs, keyword_inputs), options)
+
+
+def _start(graph: GraphFunction, bound: dict[str, Any], options: RunOptions) -> RunHandle:
+    """Run ``graph`` with validated inputs on a thread of its own; its handle at once."""
+    handle = RunHandle(graph, options.run_id or uuid.uuid4().hex)
     options = dataclasses.replace(options, run_id=handle.run_id)
 
     async def go() -> dict[str, Any]:
@@ -188,13 +192,9 @@ def run(
     except RuntimeError:
         return asyncio.run(execute_graph(graph, bound, options))
     # An event loop runs in this thread (Jupyter): run on a helper thread and wait for it.
-    handle = submit(graph, bound, **_as_keywords(options))
+    handle = _start(graph, bound, options)
     try:
         return handle.result()
     except KeyboardInterrupt:
         handle.cancel()
         raise
-
-
-def _as_keywords(options: RunOptions) -> dict[str, Any]:
-    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
