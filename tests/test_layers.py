@@ -9,7 +9,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "aethergraph"
 
 LAYERS = [
-    ("foundation", ["errors", "settings", "registry", "runtime_loop", "keys", "redis_server"]),
+    (
+        "foundation",
+        ["errors", "settings", "registry", "runtime_loop", "keys", "redis_server", "jsontext"],
+    ),
     ("services", ["services", "codec", "offload"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),

@@ -21,11 +21,12 @@ module, and would otherwise all report the parent's pid.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import uuid
 from typing import Any
+
+from aethergraph import jsontext
 
 META = "__ag__"
 _HOST = socket.gethostname()
@@ -54,14 +55,14 @@ def task_envelope(
     soft_time_limit: float | None,
     kwargs_repr: str,
     delivery_tag: str | None = None,
-) -> str:
+) -> bytes:
     """The JSON kombu stores in the queue's Redis list for one Celery task message.
 
     ``delivery_tag`` names the message in kombu's ``unacked`` hash while a worker holds it
     (the client passes the task id, to check cheaply that a message still exists)."""
-    body = json.dumps([[], kwargs, _EMBED], separators=(",", ":"), ensure_ascii=False)
+    body = jsontext.dumps([[], kwargs, _EMBED])
     envelope = {
-        "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
+        "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
@@ -95,7 +96,7 @@ def task_envelope(
             "delivery_tag": delivery_tag or str(uuid.uuid4()),
         },
     }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(envelope)
 
 
 def short_repr(kwargs: dict[str, Any], limit: int = 200) -> str:
@@ -113,13 +114,13 @@ def outcome_message(
     started_at: float | None = None,
     finished_at: float | None = None,
     worker: str | None = None,
-) -> str:
+) -> bytes:
     """One finished attempt, as pushed to the client's result list.
 
     ``failure`` is ``NodeFailure.to_dict()``; ``started_at`` / ``finished_at`` are the worker's
     wall clock (epoch seconds) around the tool call; ``worker`` defaults to :func:`origin`.
     """
-    return json.dumps(
+    return jsontext.dumps(
         {
             "task_id": task_id,
             "run_id": meta.get("run_id"),
@@ -131,7 +132,5 @@ def outcome_message(
             "started_at": started_at,
             "finished_at": finished_at,
             "worker": worker or origin(),
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )

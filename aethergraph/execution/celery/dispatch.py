@@ -345,7 +345,7 @@ class Dispatcher:
         self._queue_envelope(pipe, queue, envelope)
         messages.append(message)
 
-    def _queue_envelope(self, pipe: Any, queue: str, envelope: str) -> None:
+    def _queue_envelope(self, pipe: Any, queue: str, envelope: bytes) -> None:
         pipe.lpush(queue, envelope)
         self._stats["published"] += 1
         self._stats["published_bytes"] += len(envelope)

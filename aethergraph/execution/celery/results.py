@@ -20,14 +20,13 @@ fails with ``BrokerUnavailableError`` rather than waiting for ever.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from aethergraph import codec
+from aethergraph import codec, jsontext
 from aethergraph.errors import NodeTimeoutError
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
@@ -114,7 +113,7 @@ class ResultListener:
         self._stats["results"] += 1
         self._stats["result_bytes"] += len(raw)
         try:
-            message = json.loads(raw)
+            message = jsontext.loads(raw)
         except ValueError:
             log.warning("dropping malformed result message %r", raw[:200])
             return

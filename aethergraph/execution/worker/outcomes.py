@@ -90,7 +90,7 @@ class OutcomePusher:
             )
         return encoded
 
-    def message(self, finished: Finished) -> str:
+    def message(self, finished: Finished) -> bytes:
         outcome = finished.outcome
         failure = outcome.failure.to_dict() if outcome.failure is not None else None
         outputs = None
