@@ -315,7 +315,7 @@ class Dispatcher:
         )
         self._queue_envelope(pipe, queue, envelope)
         message = Sent(task_id, queue)
-        self._table.add(task_id, job, on_done, message)
+        self._table.add(message, ((task_id, job, on_done),))
         messages.append(message)
 
     def _add_pack(
@@ -326,10 +326,15 @@ class Dispatcher:
         pack_id = uuid.uuid4().hex
         message = Sent(pack_id, queue)
         nodes = []
+        carried = []
         for index, (job, on_done, kwargs) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
-            nodes.append({"id": node_key, **self._node_meta(job), "args": kwargs})
-            self._table.add(node_key, job, on_done, message)
+            node = self._node_meta(job)
+            node["id"] = node_key
+            node["args"] = kwargs
+            nodes.append(node)
+            carried.append((node_key, job, on_done))
+        self._table.add(message, carried)
         envelope = task_envelope(
             task_id=pack_id,
             task_name=tool_name,

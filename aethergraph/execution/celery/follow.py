@@ -71,8 +71,8 @@ class Follower:
         """Runs with nodes in flight."""
         return len(self._held)
 
-    def hold(self, run_id: str) -> None:
-        self._held[run_id] = self._held.get(run_id, 0) + 1
+    def hold(self, run_id: str, count: int = 1) -> None:
+        self._held[run_id] = self._held.get(run_id, 0) + count
 
     def release(self, run_id: str) -> None:
         count = self._held.get(run_id, 0) - 1

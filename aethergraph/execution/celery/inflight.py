@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aethergraph.execution.base import DoneCallback, NodeJob
 
@@ -48,8 +48,8 @@ class Pending:
 class InFlight:
     """Published nodes by outcome id and by job key; published messages by task id."""
 
-    def __init__(self, hold: Callable[[str], None], release: Callable[[str], None]) -> None:
-        self._hold = hold  # a run has one more node in flight (follow its live messages)
+    def __init__(self, hold: Callable[[str, int], None], release: Callable[[str], None]) -> None:
+        self._hold = hold  # a run has n more nodes in flight (follow its live messages)
         self._release = release  # ... one fewer
         self.pending: dict[str, Pending] = {}  # outcome id -> node
         self.outcome_of: dict[str, str] = {}  # job key -> outcome id
@@ -58,12 +58,20 @@ class InFlight:
     def __len__(self) -> int:
         return len(self.pending)
 
-    def add(self, outcome_id: str, job: NodeJob, on_done: DoneCallback, message: Sent) -> None:
-        self.pending[outcome_id] = Pending(job, on_done, message)
-        self.outcome_of[job.key] = outcome_id
-        message.awaited.add(outcome_id)
+    def add(self, message: Sent, nodes: Sequence[tuple[str, NodeJob, DoneCallback]]) -> None:
+        """A published message and the nodes it carries, by outcome id (hot: once per message,
+        so the per-message bookkeeping is done once, not once per packed node)."""
+        pending, outcome_of = self.pending, self.outcome_of
+        runs: dict[str, int] = {}
+        for outcome_id, job, on_done in nodes:
+            pending[outcome_id] = Pending(job, on_done, message)
+            outcome_of[job.key] = outcome_id
+            run_id = job.run_id
+            runs[run_id] = runs.get(run_id, 0) + 1
+        message.awaited.update(outcome_id for outcome_id, _, _ in nodes)
         self.sent[message.task_id] = message
-        self._hold(job.run_id)
+        for run_id, count in runs.items():
+            self._hold(run_id, count)
 
     def pop(self, outcome_id: str) -> tuple[Pending | None, Sent | None]:
         """Forget a node. Returns it (``None`` if it was not awaited) and, if it was the last
