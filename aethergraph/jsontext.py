@@ -4,8 +4,9 @@ Every node crosses JSON three times on its way through Celery (the task envelope
 the client, the outcome on the worker) and once more back on the client (the outcome decoded):
 on a wide graph that is a fifth of the client's CPU with the standard library, and orjson does
 the same work several times faster. Its output is the same compact JSON (no spaces, UTF-8 text
-rather than ``\\u`` escapes), so the messages are byte-for-byte what ``json.dumps(...,
-separators=(",", ":"), ensure_ascii=False)`` made before, for every value the codec produces.
+rather than ``\\u`` escapes) that ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)``
+made before — the same values, only a float may be spelled differently (``0.00001`` for
+``1e-05``). Non-finite floats never reach it: the codec tags them.
 
 Where orjson's JSON is narrower than Python's — integers beyond 64 bits, ``NaN`` literals in
 text another program wrote, dict keys that are not strings — the call falls back to the standard

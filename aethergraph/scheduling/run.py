@@ -176,7 +176,10 @@ class Run:
         try:
             if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed
                 return memory.snapshot(self.run_id)
-            return await asyncio.to_thread(memory.snapshot, self.run_id)  # a Redis round trip
+            # a Redis round trip, in the runtime loop's thread pool: it lives as long as the
+            # process, where the body's loop (new per run() call) would start a thread per run
+            snapshot = asyncio.to_thread(memory.snapshot, self.run_id)
+            return await runtime_loop.run_here(snapshot)
         except Exception:
             log.warning("could not read the memory of run %s", self.run_id, exc_info=True)
             return None
