@@ -205,6 +205,33 @@ def test_last_graph_keeps_structure_not_values() -> None:
     assert body.last_graph is graph
 
 
+def test_a_finished_run_leaves_no_reference_cycle() -> None:
+    """The run's state (its scheduler, node table, node states) is freed by reference counting the
+    moment the run is dropped, not later by the cyclic collector."""
+    states: list[weakref.ref[Any]] = []
+
+    @tool(outputs=["y"])
+    def rn_leaf(x: int) -> dict[str, Any]:
+        return {"y": x}
+
+    @graph_fn(name="rn_no_cycle", outputs=["n"])
+    async def body() -> Any:
+        handles = [rn_leaf(x=i) for i in range(200)]
+        states.append(weakref.ref(handles[0]._run))  # the run's scheduler
+        return {"n": len(handles)}
+
+    run(body)  # warm: imports and first-run caches are not this test's business
+    states.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        assert run(body) == {"n": 200}
+        assert states[0]() is None  # freed already: nothing but a cycle could have kept it
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 def test_an_intermediate_value_is_released_while_the_run_goes_on() -> None:
     alive: dict[str, Any] = {}
     proceed = threading.Event()

@@ -14,6 +14,7 @@ makes its reporter schedule the next one — none is left waiting.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -24,13 +25,21 @@ Handler = Callable[[NodeJob, NodeOutcome], None]
 
 
 class OutcomeQueue:
-    """Outcomes waiting for the scheduler, and the one pending drain of them."""
+    """Outcomes waiting for the scheduler, and the one pending drain of them.
 
-    __slots__ = ("_guard", "_handle", "_items", "_pending")
+    The queue belongs to its scheduler but holds it only weakly (``handle`` and ``guard`` are
+    the scheduler's methods): a strong reference back would make a reference cycle of every
+    finished run — the scheduler, its node table, every node's state — that only the cyclic
+    garbage collector could free, long after the run. Outcomes reported after the scheduler is
+    gone (a late outcome of a run nobody holds) are dropped.
+    """
+
+    __slots__ = ("__weakref__", "_guard", "_handle", "_items", "_pending")
 
     def __init__(self, handle: Handler, guard: Callable[..., None]) -> None:
-        self._handle = handle
-        self._guard = guard  # runs the drain so that an exception fails the run, never hangs it
+        self._handle = weakref.WeakMethod(handle)
+        # runs the drain so that an exception fails the run, never hangs it
+        self._guard = weakref.WeakMethod(guard)
         self._items: deque[tuple[NodeJob, NodeOutcome]] = deque()
         self._pending = False
 
@@ -38,12 +47,19 @@ class OutcomeQueue:
         """The executors' ``on_done``: enqueue, and wake the scheduler once per burst."""
         self._items.append((job, outcome))
         if not self._pending:
+            guard = self._guard()
+            if guard is None:  # the run is gone: nobody to tell
+                self._items.clear()
+                return
             self._pending = True
-            runtime_loop.call_soon(self._guard, self._drain)
+            runtime_loop.call_soon(guard, self._drain)
 
     def _drain(self) -> None:
         self._pending = False
-        items, handle = self._items, self._handle
+        items, handle = self._items, self._handle()
+        if handle is None:
+            items.clear()
+            return
         while items:
             job, outcome = items.popleft()
             handle(job, outcome)
