@@ -34,7 +34,7 @@ class OutcomeQueue:
     gone (a late outcome of a run nobody holds) are dropped.
     """
 
-    __slots__ = ("__weakref__", "_guard", "_handle", "_items", "_pending")
+    __slots__ = ("_guard", "_handle", "_items", "_pending")
 
     def __init__(self, handle: Handler, guard: Callable[..., None]) -> None:
         self._handle = weakref.WeakMethod(handle)
