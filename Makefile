@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev demo test lint format typecheck check bench clean
+.PHONY: dev demo test lint format typecheck check bench bench-compare clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,13 @@ check: lint typecheck test
 
 bench: dev
 	$(BIN)/python -m bench
+
+# this tree against REV, interleaved: make bench-compare REV=main~1 [PAIRS=5] [ONLY=inprocess,celery]
+REV ?= main
+PAIRS ?= 5
+ONLY ?= inprocess,celery
+bench-compare: dev
+	$(BIN)/python -m bench.compare $(REV) --pairs $(PAIRS) --only $(ONLY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results
