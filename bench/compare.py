@@ -75,7 +75,9 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
             _git("worktree", "remove", "--force", str(old_tree))
     result = []
     for key in runs["after"][0]:
-        before = statistics.median(r[key] for r in runs["before"] if key in r)
+        if not all(key in r for r in runs["before"]):
+            continue  # a row REV's benchmark does not have: nothing to compare it with
+        before = statistics.median(r[key] for r in runs["before"])
         after = statistics.median(r[key] for r in runs["after"])
         unit, better = units[key]
         change = (after / before - 1) * 100 if before else float("nan")
@@ -90,7 +92,7 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
                 "change_pct": change,
                 # positive: the figure got better, whichever way "better" points for it
                 "gain_pct": change if better == "higher" else -change,
-                "before_runs": [r[key] for r in runs["before"] if key in r],
+                "before_runs": [r[key] for r in runs["before"]],
                 "after_runs": [r[key] for r in runs["after"]],
             }
         )
