@@ -37,8 +37,8 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _one_run(tree: Path, out: Path, bench_args: list[str]) -> Figures:
-    """One ``python -m bench`` of the package in ``tree``; the AetherGraph rows' medians."""
+def _one_run(tree: Path, out: Path, bench_args: list[str]) -> list[dict[str, Any]]:
+    """One ``python -m bench`` of the package in ``tree``; its AetherGraph rows."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, "-m", "bench", "--no-chart", "--out", str(out), *bench_args]
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
@@ -46,11 +46,7 @@ def _one_run(tree: Path, out: Path, bench_args: list[str]) -> Figures:
         raise SystemExit(f"the benchmark failed in {tree}:\n{done.stderr[-2000:]}")
     stem = "bench-quick" if "--quick" in bench_args else "bench"
     rows = json.loads((out / f"{stem}.json").read_text())["rows"]
-    return {
-        (row["workload"], row["system"]): float(row["value"]["median"])
-        for row in rows
-        if row["system"].startswith("AetherGraph")
-    }
+    return [row for row in rows if row["system"].startswith("AetherGraph")]
 
 
 def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> list[dict[str, Any]]:
@@ -66,11 +62,12 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
                 for side, tree in (("before", old_tree), ("after", ROOT)):
                     what = sha[:10] if side == "before" else "this tree"
                     say(f"pair {pair}/{pairs}: {side} ({what})")
-                    out = Path(tmp) / f"{side}-{pair}"
-                    runs[side].append(_one_run(tree, out, bench_args))
-                    stem = "bench-quick" if "--quick" in bench_args else "bench"
-                    for row in json.loads((out / f"{stem}.json").read_text())["rows"]:
-                        units[(row["workload"], row["system"])] = (row["unit"], row["better"])
+                    figures: Figures = {}
+                    for row in _one_run(tree, Path(tmp) / f"{side}-{pair}", bench_args):
+                        key = (row["workload"], row["system"])
+                        figures[key] = float(row["value"]["median"])
+                        units[key] = (row["unit"], row["better"])
+                    runs[side].append(figures)
         finally:
             _git("worktree", "remove", "--force", str(old_tree))
     result = []
