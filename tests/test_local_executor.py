@@ -80,6 +80,65 @@ def _probe_graph() -> Any:
     return probe
 
 
+def test_a_chain_of_sync_tools_stays_on_one_thread() -> None:
+    """The thread that finishes a hop is free for the next one; no second thread is started.
+
+    A chain's next node is dispatched while the finishing thread is still reporting its outcome.
+    Counting that thread as busy started a second thread, then a third, and the chain hopped
+    between them, each woken cold.
+    """
+    names: list[str] = []
+
+    @tool(outputs=["y"])
+    def le_where(x: int) -> dict[str, Any]:
+        names.append(threading.current_thread().name)
+        return {"y": x + 1}
+
+    @graph_fn(name="le_chain_g", outputs=["y"])
+    async def body() -> Any:
+        h = le_where(x=0)
+        for _ in range(99):
+            h = le_where(x=h["y"])
+        return {"y": h["y"]}
+
+    executor = LocalExecutor()
+    for _ in range(20):  # one run's last hop and the next run's first meet on the same thread
+        assert run(body, executor=executor) == {"y": 100}
+    assert len(names) == 2000
+    assert set(names) == {"aethergraph-tool-0"}
+
+
+def test_blocking_sync_tools_run_side_by_side_with_threads_idle() -> None:
+    """A burst of blocking tools gets a thread each, also when a pool of threads is idle.
+
+    Each tool waits at a barrier for all the others: run with fewer threads than tools, the
+    barrier times out and the run fails.
+    """
+    barrier = threading.Barrier(6, timeout=30)
+
+    @tool(outputs=["y"])
+    def le_meet(i: int) -> dict[str, Any]:
+        barrier.wait()
+        return {"y": i}
+
+    @tool(outputs=["y"])
+    def le_quick(i: int) -> dict[str, Any]:
+        return {"y": i}
+
+    @graph_fn(name="le_warm_g", outputs=["n"])
+    async def warm() -> Any:
+        return {"n": len([le_quick(i=i) for i in range(50)])}
+
+    @graph_fn(name="le_meet_g", outputs=["n"])
+    async def meet() -> Any:
+        return {"n": sum([le_meet(i=i)["y"] for i in range(6)])}
+
+    executor = LocalExecutor(max_threads=8)
+    assert run(warm, executor=executor) == {"n": 50}
+    for _ in range(3):
+        assert run(meet, executor=executor) == {"n": 15}
+
+
 def test_invalid_options() -> None:
     with pytest.raises(ConfigurationError):
         LocalExecutor(sync_tools="process")  # type: ignore[arg-type]

@@ -60,10 +60,10 @@ class _ThreadLane:
         self._jobs.put((job, on_done))
 
     def _work(self) -> None:
-        jobs, done, lock = self._jobs, self._done, self._lock
+        jobs, lock = self._jobs, self._lock
+        with lock:
+            self._idle += 1
         while True:
-            with lock:
-                self._idle += 1
             item = jobs.get()
             with lock:
                 self._idle -= 1
@@ -72,28 +72,40 @@ class _ThreadLane:
                 return
             job, on_done = item
             del item  # an idle thread must not pin the last job (and its run) while it waits
-            if self.cancelled and job.key in self.cancelled:
-                self._loop.call_soon_threadsafe(self.cancelled.discard, job.key)
-                del job, on_done
-                continue
-            if job.timeout is not None:  # the clock starts when the tool starts, not when queued
-                self._loop.call_soon_threadsafe(self._arm_timer, job, on_done)
-            outcome = contextvars.Context().run(invoke_sync, job)
-            if job.timeout is None:  # nothing to settle on the loop: report from here
-                try:
-                    on_done(job, outcome)  # thread-safe: it only enqueues (see base)
-                except RuntimeError:  # the loop was closed at shutdown
-                    return
-                del job, on_done, outcome
-                continue
-            done.append((job, on_done, outcome))  # its timer lives on the loop: settle there
+            outcome = self._run(job, on_done)
+            # Idle again *before* the outcome is reported: the dependents it releases are queued
+            # for this thread, which only has to return to ``get()``, instead of making ``put``
+            # start another thread (a chain then hopped between threads, each woken cold).
+            with lock:
+                self._idle += 1
+            if outcome is not None and not self._report(job, on_done, outcome):
+                with lock:
+                    self._idle -= 1
+                return
             del job, on_done, outcome
+
+    def _run(self, job: NodeJob, on_done: DoneCallback) -> NodeOutcome | None:
+        """Run a job in this thread; None when it was cancelled while queued."""
+        if self.cancelled and job.key in self.cancelled:
+            self._loop.call_soon_threadsafe(self.cancelled.discard, job.key)
+            return None
+        if job.timeout is not None:  # the clock starts when the tool starts, not when queued
+            self._loop.call_soon_threadsafe(self._arm_timer, job, on_done)
+        return contextvars.Context().run(invoke_sync, job)
+
+    def _report(self, job: NodeJob, on_done: DoneCallback, outcome: NodeOutcome) -> bool:
+        """Hand an outcome back; False once the loop is closed (shutdown: the thread ends)."""
+        try:
+            if job.timeout is None:  # nothing to settle on the loop: report from here
+                on_done(job, outcome)  # thread-safe: it only enqueues (see base)
+                return True
+            self._done.append((job, on_done, outcome))  # its timer lives on the loop: settle there
             if not self._wake_pending:
                 self._wake_pending = True
-                try:
-                    self._loop.call_soon_threadsafe(self._flush)
-                except RuntimeError:  # the loop was closed at shutdown
-                    return
+                self._loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop was closed at shutdown
+            return False
+        return True
 
     def _arm_timer(self, job: NodeJob, on_done: DoneCallback) -> None:
         if job.timeout is not None and job.key not in self._timers:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 PathItem = str | int
-_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
+#: values that can hold no reference: the walks below skip them without a call
+ATOMIC_TYPES = frozenset({str, int, float, bool, type(None), bytes})
 
 
 class RefBase:
@@ -76,14 +77,14 @@ class RefSpec(RefBase):
 def collect_refs(value: Any, out: list[RefBase]) -> None:
     """Append every reference in ``value`` (through dicts, lists, tuples, sets) to ``out``."""
     cls = type(value)
-    if cls in _ATOMIC:
+    if cls in ATOMIC_TYPES:
         return
     if isinstance(value, RefBase):
         out.append(value)
     elif cls is dict or cls is list or cls is tuple or isinstance(value, (dict, list, tuple)):
         items = value.values() if isinstance(value, dict) else value
         for item in items:
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC_TYPES:
                 collect_refs(item, out)
     elif isinstance(value, (set, frozenset)):
         for item in value:
@@ -97,7 +98,7 @@ def substitute(value: Any, lookup: Callable[[RefBase], Any]) -> Any:
     plain values skipped without a call: this runs twice per node on the hot path.
     """
     cls = type(value)
-    if cls in _ATOMIC:
+    if cls in ATOMIC_TYPES:
         return value
     if isinstance(value, RefBase):
         return lookup(value)
@@ -105,7 +106,7 @@ def substitute(value: Any, lookup: Callable[[RefBase], Any]) -> Any:
         changed = False
         new_d: dict[Any, Any] = {}
         for key, item in value.items():
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC_TYPES:
                 new = lookup(item) if isinstance(item, RefBase) else substitute(item, lookup)
                 if new is not item:
                     changed = True
@@ -118,7 +119,7 @@ def substitute(value: Any, lookup: Callable[[RefBase], Any]) -> Any:
         changed = False
         items: list[Any] = []
         for item in value:
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC_TYPES:
                 new = lookup(item) if isinstance(item, RefBase) else substitute(item, lookup)
                 if new is not item:
                     changed = True

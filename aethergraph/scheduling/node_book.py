@@ -17,7 +17,7 @@ from typing import Any
 
 from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
 from aethergraph.execution.base import Executor
-from aethergraph.graph.refs import RefBase, RefSpec, substitute
+from aethergraph.graph.refs import ATOMIC_TYPES, RefBase, RefSpec, substitute
 from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.scheduling.emitter import RunEmitter
@@ -77,7 +77,15 @@ class NodeBook(Waitable):
                     )
                 seen[ref._ref_node] = None
             deps = tuple(seen)
-            shown = substitute(inputs, _as_spec)
+            # one pass over the arguments, refs passed directly (the usual case) replaced inline
+            shown = {
+                name: RefSpec(value._ref_node, value._ref_path)
+                if isinstance(value, RefBase)
+                else value
+                if type(value) in ATOMIC_TYPES
+                else substitute(value, _as_spec)
+                for name, value in inputs.items()
+            }
         node = TaskNode(
             node_id, tool.name, tool.version, shown, deps, tool.policy.queue, time.time()
         )

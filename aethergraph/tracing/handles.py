@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from aethergraph import runtime_loop
 from aethergraph.errors import RuntimeUsageError, UnknownOutputError
-from aethergraph.graph.refs import PathItem
+from aethergraph.graph.refs import ATOMIC_TYPES, PathItem
 from aethergraph.offload import contains_offloaded, materialize
 from aethergraph.scheduling.node_state import RunRef
 
 if TYPE_CHECKING:
     from aethergraph.scheduling.node_state import NodeState
-
-_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _wait_sync(state: NodeState) -> None:
@@ -48,7 +46,7 @@ class _Bound(RunRef):
     def _value(self) -> Any:
         _wait_sync(self._state)
         value = self._extract(self._outputs())
-        if type(value) not in _ATOMIC and contains_offloaded(value):
+        if type(value) not in ATOMIC_TYPES and contains_offloaded(value):
             value = runtime_loop.run_sync(materialize(value, self._run.builtins.artifacts))
         return value
 
@@ -68,7 +66,7 @@ class _Bound(RunRef):
         if not state.is_finished:
             await state.wait_async()
         value = self._extract(self._outputs())
-        if type(value) not in _ATOMIC and contains_offloaded(value):
+        if type(value) not in ATOMIC_TYPES and contains_offloaded(value):
             store = self._run.builtins.artifacts
             value = await runtime_loop.run_here(materialize(value, store))
         return value

@@ -12,14 +12,12 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from aethergraph.errors import ConfigurationError, ConfigurationTypeError
-from aethergraph.graph.refs import RefBase, collect_refs
+from aethergraph.graph.refs import ATOMIC_TYPES, RefBase, collect_refs
 from aethergraph.graph.tool_spec import ToolPolicy, ToolSpec
 from aethergraph.registry import current_registry
 from aethergraph.services.context import NodeContext, current_context, reset_context, set_context
 from aethergraph.tracing.active import active_run
 from aethergraph.tracing.handles import NodeHandle
-
-_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _check_outputs(name: str, outputs: Any) -> tuple[str, ...] | None:
@@ -72,7 +70,7 @@ class Tool:
             inputs = spec.bind(args, kwargs)
         refs: list[RefBase] = []
         for value in inputs.values():
-            if type(value) not in _ATOMIC:
+            if type(value) not in ATOMIC_TYPES:
                 collect_refs(value, refs)
         state, cell = run.add_node(spec, inputs, refs)
         return NodeHandle(run, state, cell)
