@@ -3,9 +3,11 @@
 A before/after figure from two single runs is mostly the machine's mood on a small shared box:
 between two runs minutes apart the same raw-Celery row moves by 20-30 %, and so does plain
 asyncio, whose code is the same in both. So this runs the benchmark *interleaved* — ``REV``,
-this tree, ``REV``, this tree, ... ``--pairs`` times — and reports, per AetherGraph row, the
-median over the pairs of each side's median, and the change. Drift that lasts longer than one
-pair hits both sides alike.
+this tree, ``REV``, this tree, ... ``--pairs`` times — and reports, per AetherGraph row, each
+side's median, the change as the median over the pairs of the pair's ratio (after / before,
+each run's own median), and a 95 % bootstrap interval of that change. Drift that lasts longer
+than one pair hits both sides alike; the interval says how much of the change the remaining
+noise could explain. A row is called better or worse only when its interval excludes no change.
 
 ``REV`` is checked out into a temporary git worktree and imported from there
 (``PYTHONPATH``) by this interpreter, so both sides run with the same installed dependencies;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -49,6 +52,32 @@ def _one_run(tree: Path, out: Path, bench_args: list[str]) -> list[dict[str, Any
     return [row for row in rows if row["system"].startswith("AetherGraph")]
 
 
+def paired_change(before: list[float], after: list[float]) -> tuple[float, float, float]:
+    """The median change over the pairs, in %, and its 95 % bootstrap interval (seeded).
+
+    Each pair's ratio is taken on its own (the two runs were minutes apart, under the same
+    drift); the interval resamples the pairs 2000 times. One pair gives a zero-width interval.
+    """
+    ratios = [a / b for a, b in zip(after, before, strict=True) if b]
+    if not ratios:
+        return float("nan"), float("nan"), float("nan")
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(2000))
+    low, high = medians[int(0.025 * len(medians))], medians[int(0.975 * len(medians)) - 1]
+    middle = statistics.median(ratios)
+    return (middle - 1) * 100, (low - 1) * 100, (high - 1) * 100
+
+
+def verdict(low: float, high: float, better: str) -> str:
+    """``better`` / ``worse`` when the whole interval of the change is on one side of zero."""
+    sign = 1 if better == "higher" else -1
+    if sign * low > 0 and sign * high > 0:
+        return "better"
+    if sign * low < 0 and sign * high < 0:
+        return "worse"
+    return "no clear change"
+
+
 def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> list[dict[str, Any]]:
     """Run ``rev`` and this tree alternately ``pairs`` times; one result row per figure."""
     sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
@@ -74,23 +103,26 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
     for key in runs["after"][0]:
         if not all(key in r for r in runs["before"]):
             continue  # a row REV's benchmark does not have: nothing to compare it with
-        before = statistics.median(r[key] for r in runs["before"])
-        after = statistics.median(r[key] for r in runs["after"])
+        before_runs = [r[key] for r in runs["before"]]
+        after_runs = [r[key] for r in runs["after"]]
         unit, better = units[key]
-        change = (after / before - 1) * 100 if before else float("nan")
+        change, low, high = paired_change(before_runs, after_runs)
+        sign = 1 if better == "higher" else -1
         result.append(
             {
                 "workload": key[0],
                 "system": key[1],
                 "unit": unit,
                 "better": better,
-                "before": before,
-                "after": after,
+                "before": statistics.median(before_runs),
+                "after": statistics.median(after_runs),
                 "change_pct": change,
+                "change_interval_pct": [low, high],
                 # positive: the figure got better, whichever way "better" points for it
-                "gain_pct": change if better == "higher" else -change,
-                "before_runs": [r[key] for r in runs["before"]],
-                "after_runs": [r[key] for r in runs["after"]],
+                "gain_pct": sign * change,
+                "verdict": verdict(low, high, better),
+                "before_runs": before_runs,
+                "after_runs": after_runs,
             }
         )
     return result
@@ -112,13 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pairs must be at least 1")
     bench_args = ["--only", args.only] + (["--quick"] if args.quick else [])
     rows = compare(args.rev, args.pairs, bench_args, lambda m: print(m, file=sys.stderr))
-    print(f"median over {args.pairs} interleaved pair(s) of each run's median")
+    print(
+        f"{args.pairs} interleaved pair(s); change: median of the pairs' ratios "
+        "[95 % bootstrap interval]"
+    )
     print(f"before: {args.rev}, after: this tree")
     for row in rows:
         print(
             f"  {row['workload']:8s} {row['system'][:44]:44s} {row['unit']:18s} "
-            f"{row['before']:10.4g} -> {row['after']:10.4g}  ({row['change_pct']:+6.1f} %, "
-            f"{'better' if row['gain_pct'] >= 0 else 'worse'})"
+            f"{row['before']:10.4g} -> {row['after']:10.4g}  {row['change_pct']:+6.1f} % "
+            f"[{row['change_interval_pct'][0]:+.1f}, {row['change_interval_pct'][1]:+.1f}]  "
+            f"{row['verdict']}"
         )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
