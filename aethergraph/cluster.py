@@ -42,6 +42,7 @@ from aethergraph.redis_server import find_redis_server as find_redis_server  # r
 from aethergraph.runner import run
 from aethergraph.settings import get_settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
+from aethergraph.watchdog import Watchdog
 
 log = logging.getLogger("aethergraph")
 
@@ -99,6 +100,7 @@ class LocalCluster:
         self._workdir: Path | None = None
         self._redis: RedisServer | None = None
         self._workers: list[subprocess.Popen[bytes]] = []
+        self._watchdog: Watchdog | None = None  # stops the workers if this process is killed
         self._executor: CeleryExecutor | None = None
         self._started = False
 
@@ -108,6 +110,8 @@ class LocalCluster:
             return self
         self._workdir = Path(tempfile.mkdtemp(prefix="aethergraph-cluster-"))
         atexit.register(self.close)
+        self._watchdog = Watchdog()
+        self._watchdog.remove(self._workdir)
         try:
             if not self._given_url:
                 self._start_redis()
@@ -168,6 +172,8 @@ class LocalCluster:
                 start_new_session=True,
             )
         self._workers.append(proc)
+        if self._watchdog is not None:
+            self._watchdog.watch(proc.pid, group=True)  # the worker and its pool children
         return proc
 
     def add_workers(self, n: int = 1) -> None:
@@ -265,6 +271,9 @@ class LocalCluster:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.dismiss()
         self._started = False
         atexit.unregister(self.close)  # a closed cluster is not pinned until exit
 

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import redis
 
 from aethergraph.errors import ConfigurationError, RuntimeUsageError
+from aethergraph.watchdog import Watchdog
 
 _HOST = "127.0.0.1"
 _POLL = 0.02  # seconds between two PINGs while the server starts
@@ -105,6 +106,7 @@ class RedisServer:
         self._port: int | None = port
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: Watchdog | None = None  # stops the server if this process is killed
 
     # -- what a user of the server needs ---------------------------------------------------
     @property
@@ -153,6 +155,8 @@ class RedisServer:
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="aethergraph-redis-"))
             atexit.register(self.stop)
+            self._watchdog = Watchdog()
+            self._watchdog.remove(self._dir)
         attempts = 1 if self._fixed_port is not None else _PORT_ATTEMPTS
         attempt = 1
         while True:
@@ -189,6 +193,8 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        if self._watchdog is not None:
+            self._watchdog.watch(self._proc.pid)
         self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:
@@ -243,7 +249,11 @@ class RedisServer:
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if self._watchdog is not None:
+            self._watchdog.forget(proc.pid)
+        if proc.poll() is not None:
             return
         proc.terminate()
         try:
@@ -256,6 +266,9 @@ class RedisServer:
         """Stop the server (SIGTERM, then SIGKILL) and remove its folder; idempotent."""
         self._terminate()
         directory, self._dir = self._dir, None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.dismiss()
         if directory is not None:
             atexit.unregister(self.stop)
             shutil.rmtree(directory)

@@ -11,7 +11,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aethergraph"
 LAYERS = [
     (
         "foundation",
-        ["errors", "settings", "registry", "runtime_loop", "keys", "redis_server", "jsontext"],
+        [
+            "errors",
+            "settings",
+            "registry",
+            "runtime_loop",
+            "keys",
+            "redis_server",
+            "jsontext",
+            "watchdog",
+        ],
     ),
     ("services", ["services", "codec", "offload"]),
     ("graph", ["graph"]),
