@@ -62,8 +62,9 @@ _SCALARS = frozenset({str, int, bool, type(None)})  # JSON-native as they are (f
 _JSON_SCALARS = _SCALARS | {float}
 _MISSING = object()
 _FIX = (
-    "Return JSON-compatible data (dict/list/str/int/float/bool/None), a pydantic model or "
-    "bytes; save big or binary data with context.artifacts() and pass its URI."
+    "Use JSON-compatible data (dict/list/str/int/float/bool/None), a pydantic model or bytes "
+    "for tool arguments and outputs; save big or binary data with context.artifacts() and "
+    "pass its URI."
 )
 
 

@@ -363,3 +363,12 @@ def test_local_classes_are_refused_at_encode_time() -> None:
     for value in (Local(1), [LocalModel(x=1)]):
         with pytest.raises(CodecError, match="module top level"):
             encode(value)
+
+
+def test_an_argument_that_cannot_be_encoded_is_not_told_to_return_something() -> None:
+    with pytest.raises(CodecError) as info:
+        encode({"rows": object()}, where="node 'f_0' argument")
+    message = str(info.value)
+    assert message.startswith("cannot encode node 'f_0' argument['rows']:")
+    assert "Return" not in message
+    assert "tool arguments and outputs" in message

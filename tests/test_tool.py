@@ -277,6 +277,7 @@ def test_multiple_declared_outputs_and_scalar_is_contract_error() -> None:
     with pytest.raises(OutputContractError, match="tt_multi_scalar") as info:
         f()
     assert isinstance(info.value, ValueError)
+    assert "returned a value of type int;" in str(info.value)  # not "returned a int"
 
 
 def test_missing_declared_key_outside_graph() -> None:

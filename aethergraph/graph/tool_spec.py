@@ -172,8 +172,8 @@ class ToolSpec:
             if len(outputs) == 1:
                 return {outputs[0]: value}
             raise OutputContractError(
-                f"tool {self.name!r} declares outputs {list(outputs)} but returned a "
-                f"{type(value).__name__}; return a dict with those keys"
+                f"tool {self.name!r} declares outputs {list(outputs)} but returned a value "
+                f"of type {type(value).__name__}; return a dict with those keys"
             )
         return {} if value is None else {"result": value}
 
