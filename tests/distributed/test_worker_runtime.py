@@ -135,6 +135,27 @@ def test_outcomes_carry_worker_times_and_the_full_failure(raw: RawClient) -> Non
     assert missing["retryable"] is False
 
 
+def test_celery_builtin_tasks_are_not_served(raw: RawClient) -> None:
+    """Celery registers ``celery.*`` tasks in every app; a worker runs tools and nothing else.
+
+    A forged message naming one of them is rejected like any task the worker does not serve
+    (its nodes fail, not retryable) instead of being run — and retried — by Celery.
+    """
+    forged = {
+        raw.send(name, {}, raw.meta(name))
+        for name in ("celery.chord_unlock", "celery.backend_cleanup", "celery.map")
+    }
+    ok = raw.send("d_inc", {"x": 1}, raw.meta("after"))  # the worker keeps serving
+    by_id = {o["task_id"]: o for o in raw.outcomes(4)}
+    assert set(by_id) == forged | {ok}
+    assert by_id[ok]["outputs"] == {"y": 2}
+    for task_id in forged:
+        failure = by_id[task_id]["failure"]
+        assert failure["exc_type"] == "aethergraph.errors.WorkerUnavailableError"
+        assert "does not serve tool 'celery." in failure["message"]
+        assert failure["retryable"] is False
+
+
 def test_pack_outcomes_carry_times_and_failures_per_node(raw: RawClient) -> None:
     nodes = [
         {"id": "p.0", **raw.meta("p0"), "args": {"x": 1}},

@@ -1,8 +1,11 @@
 """The Celery tasks of a worker: one per tool it serves, named after the tool.
 
 Tool names as task names make Flower and Celery's logs show what runs. The tasks are the
-worker's allowlist (only tools found by ``loading.load_tools``); a message for any other task
-name is not lost silently: :func:`unknown_task_outcomes` turns it into a failure for each of its
+worker's allowlist (only tools found by ``loading.load_tools``): the ``celery.*`` tasks Celery
+registers in every app (``celery.chord_unlock``, ``celery.backend_cleanup``, the canvas
+helpers) are removed, so a forged message naming one is refused like any other task the worker
+does not serve — a worker runs tools, nothing else. A message for any other task name is not
+lost silently: :func:`unknown_task_outcomes` turns it into a failure for each of its
 nodes, pushed to the submitting client, marked not retryable (another attempt would find the
 same worker pool) and naming the fix.
 """
@@ -25,9 +28,18 @@ Execute = Callable[[str, ToolSpec, dict[str, Any]], None]
 
 
 def register_tool_tasks(app: Celery, tools: Iterable[ToolSpec], execute: Execute) -> None:
-    """Register one Celery task per tool; each hands its message to ``execute``."""
+    """Register one Celery task per tool; each hands its message to ``execute``.
+
+    Afterwards the app serves exactly these tasks: reading ``app.tasks`` finalizes the app, which
+    adds Celery's built-in tasks once and for all, and they are removed right after.
+    """
+    served: set[str] = set()
     for spec in tools:
         _register(app, spec, execute)
+        served.add(spec.name)
+    registry = app.tasks
+    for name in [name for name in registry if name not in served]:
+        del registry[name]
 
 
 def _register(app: Celery, spec: ToolSpec, execute: Execute) -> None:
