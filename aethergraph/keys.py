@@ -90,6 +90,14 @@ class Keys:
         """
         return f"{self.ns}:workers"
 
+    def dead_letters(self) -> str:
+        """Messages workers could not decode or take apart, newest first (a capped list).
+
+        Each entry is JSON: ``queue``, ``reason``, ``at`` (epoch seconds) and ``message`` (the
+        item as popped, cut at 64 kB). See ``execution/worker/bad_messages.py``.
+        """
+        return f"{self.ns}:dead-letters"
+
     @staticmethod
     def celery_unacked() -> str:
         """kombu's Redis hash of messages a worker holds and has not acknowledged yet.

@@ -7,6 +7,7 @@ worker sends is checked as sent: times, failure wire form, retryability, origin.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_interval, d_unencodable
-from conftest import HERE, TOOLS
+from conftest import HERE, TOOLS, wait_until
 
 from aethergraph import ToolError, graph_fn
 from aethergraph.cluster import LocalCluster
@@ -154,6 +155,49 @@ def test_celery_builtin_tasks_are_not_served(raw: RawClient) -> None:
         assert failure["exc_type"] == "aethergraph.errors.WorkerUnavailableError"
         assert "does not serve tool 'celery." in failure["message"]
         assert failure["retryable"] is False
+
+
+def test_bad_messages_are_dead_lettered_and_the_workers_keep_serving(
+    cluster: LocalCluster, raw: RawClient
+) -> None:
+    """Items kombu or Celery cannot take apart used to stop the worker that popped them."""
+    queue = raw.keys.tool_queue(None)
+    good = json.loads(
+        task_envelope(
+            task_id="template",
+            task_name="d_inc",
+            kwargs={"x": 1, META: {"client": raw.client_id, **raw.meta("bad")}},
+            queue=queue,
+            time_limit=None,
+            soft_time_limit=None,
+            kwargs_repr="{}",
+        )
+    )
+    not_base64 = {**good, "body": "!!!not base64!!!"}
+    not_a_triple = {**good, "body": base64.b64encode(b'{"a": 1}').decode()}
+    not_a_triple["properties"] = {**good["properties"], "delivery_tag": "bad-triple-tag"}
+    dead_key = raw.keys.dead_letters()
+    raw.redis.delete(dead_key)
+    try:
+        for item in (b"this is not json", json.dumps(not_base64), json.dumps(not_a_triple)):
+            raw.redis.lpush(queue, item)
+        ok = raw.send("d_inc", {"x": 41}, raw.meta("after"))
+        (outcome,) = raw.outcomes(1)
+        assert outcome["task_id"] == ok
+        assert outcome["outputs"] == {"y": 42}
+        letters = wait_until(
+            lambda: (found := raw.redis.lrange(dead_key, 0, -1)) and len(found) == 3 and found,
+            "three dead letters",
+        )
+        reasons = sorted(json.loads(letter)["reason"] for letter in letters)
+        assert reasons[0].startswith("Error: Invalid base64")  # binascii.Error
+        assert reasons[1].startswith("ValueError: not enough values to unpack")
+        assert reasons[2].startswith("not JSON")
+        assert raw.redis.ttl(dead_key) > 0
+        assert not raw.redis.hexists(Keys.celery_unacked(), "bad-triple-tag")
+        assert all(proc.poll() is None for proc in cluster.workers)
+    finally:
+        raw.redis.delete(dead_key)
 
 
 def test_pack_outcomes_carry_times_and_failures_per_node(raw: RawClient) -> None:

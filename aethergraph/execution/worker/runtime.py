@@ -18,12 +18,14 @@ import socket
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.wire import META
+from aethergraph.execution.worker import bad_messages
 from aethergraph.execution.worker.heartbeat import Heartbeat
 from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
 from aethergraph.execution.worker.running import NodeRunner
@@ -91,6 +93,13 @@ class WorkerRuntime:
             # run(...)); its thread would not survive the fork into the pool. Stop it and what
             # runs on it now: each pool process starts its own loop.
             runtime_loop.shutdown()
+        if urlsplit(settings.broker_url or "").scheme in ("redis", "rediss"):
+            # a message the worker cannot decode is dead-lettered, never fatal
+            app.conf.broker_transport = bad_messages.TRANSPORT
+            app.conf.broker_transport_options = {
+                **(app.conf.broker_transport_options or {}),
+                bad_messages.OPTION: self.keys.dead_letters(),
+            }
         register_tool_tasks(app, tools.values(), self.execute)
         connect_signals(self, prefork=pool == "prefork")
 
