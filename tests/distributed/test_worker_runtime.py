@@ -328,6 +328,32 @@ def test_heartbeat_indexes_live_workers_and_a_clean_stop_removes_them(redis_url:
         client.close()
 
 
+def test_the_heartbeat_lists_the_messages_the_worker_holds(
+    cluster: LocalCluster, raw: RawClient
+) -> None:
+    """A running message's id is in its worker's ``held`` field, and leaves it once done."""
+    started, release = f"started-{uuid.uuid4().hex}", f"release-{uuid.uuid4().hex}"
+    task_id = raw.send("d_block", {"key": started, "release": release}, raw.meta("held"))
+    try:
+        assert raw.redis.blpop([started], timeout=30) is not None
+
+        def holders() -> list[str]:
+            found = []
+            for worker_id in raw.redis.zrange(raw.keys.workers_index(), 0, -1):
+                fields = raw.redis.hgetall(raw.keys.worker(worker_id.decode()))
+                if task_id in json.loads(fields.get(b"held", b"[]")):
+                    found.append(worker_id.decode())
+            return found
+
+        assert len(wait_until(holders, "a worker listing the running message")) == 1
+    finally:
+        raw.redis.rpush(release, 1)
+    (outcome,) = raw.outcomes(1)
+    assert outcome["task_id"] == task_id
+    wait_until(lambda: not holders(), "the message leaving the worker's held list")
+    raw.redis.delete(started, release)
+
+
 # -- the one-file script -----------------------------------------------------------------------
 
 

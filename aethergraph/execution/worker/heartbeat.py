@@ -4,6 +4,11 @@ Every ``HEARTBEAT_INTERVAL`` seconds a thread of the worker's main process write
 
 * a hash ``Keys.worker(id)`` with its tools, queues, pool, concurrency, host and pid, which
   expires after ``HEARTBEAT_TTL`` seconds without a beat (a killed worker disappears by itself);
+* ``held``: the ids of the messages this worker has received and not finished (reserved or
+  running; Celery's ``worker.state.reserved_requests`` in the main process). They are the
+  messages' delivery tags in kombu's ``unacked`` hash, so a client can tell a message a live
+  worker holds from one whose worker died — the basis of recovering a dead worker's nodes
+  without waiting for the visibility timeout;
 * its id into the sorted set ``Keys.workers_index()`` with the beat's time as the score, so a
   client finds the live workers with one ``ZRANGEBYSCORE`` instead of scanning the keyspace
   (entries older than the TTL are dead workers; readers ignore them and may prune them).
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from celery.worker import state as worker_state
 
 from aethergraph.keys import Keys
 
@@ -30,6 +36,20 @@ log = logging.getLogger("aethergraph.worker")
 
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 6.0
+
+
+def held_ids() -> list[str]:
+    """The ids of the messages this worker process holds (reserved or running), sorted.
+
+    Celery mutates its weak set of requests on the consumer thread; a copy taken from this
+    thread may meet a change in size, so it is retried (the next beat corrects any miss).
+    """
+    for _ in range(5):
+        try:
+            return sorted({str(request.id) for request in tuple(worker_state.reserved_requests)})
+        except RuntimeError:  # the set changed size during the copy
+            continue
+    return []
 
 
 class Heartbeat:
@@ -88,7 +108,11 @@ class Heartbeat:
                 try:
                     now = time.time()
                     pipe = client.pipeline(transaction=False)
-                    beat: dict[Any, Any] = {**self.info, "ts": str(now)}  # redis-py's own type
+                    beat: dict[Any, Any] = {  # redis-py's own type
+                        **self.info,
+                        "ts": str(now),
+                        "held": json.dumps(held_ids()),
+                    }
                     pipe.hset(key, mapping=beat)
                     pipe.pexpire(key, int(self.ttl * 1000))
                     pipe.zadd(index, {self.worker_id: now})
