@@ -103,8 +103,8 @@ def _alive(pid: int, started: str) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, though not ours to signal
+        pass
     return True
 
 

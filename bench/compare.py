@@ -68,9 +68,14 @@ def paired_change(before: list[float], after: list[float]) -> tuple[float, float
     return (middle - 1) * 100, (low - 1) * 100, (high - 1) * 100
 
 
+def _sign(better: str) -> int:
+    """+1 where a higher figure is better, -1 where a lower one is."""
+    return 1 if better == "higher" else -1
+
+
 def verdict(low: float, high: float, better: str) -> str:
     """``better`` / ``worse`` when the whole interval of the change is on one side of zero."""
-    sign = 1 if better == "higher" else -1
+    sign = _sign(better)
     if sign * low > 0 and sign * high > 0:
         return "better"
     if sign * low < 0 and sign * high < 0:
@@ -107,7 +112,6 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
         after_runs = [r[key] for r in runs["after"]]
         unit, better = units[key]
         change, low, high = paired_change(before_runs, after_runs)
-        sign = 1 if better == "higher" else -1
         result.append(
             {
                 "workload": key[0],
@@ -119,7 +123,7 @@ def compare(rev: str, pairs: int, bench_args: list[str], say: Any = print) -> li
                 "change_pct": change,
                 "change_interval_pct": [low, high],
                 # positive: the figure got better, whichever way "better" points for it
-                "gain_pct": sign * change,
+                "gain_pct": _sign(better) * change,
                 "verdict": verdict(low, high, better),
                 "before_runs": before_runs,
                 "after_runs": after_runs,

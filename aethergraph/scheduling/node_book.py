@@ -77,9 +77,10 @@ class NodeBook(Waitable):
                     )
                 seen[ref._ref_node] = None
             deps = tuple(seen)
-            # one pass over the arguments, refs passed directly (the usual case) replaced inline
+            # one pass over the arguments: refs passed directly (the usual case) are replaced
+            # here, only containers go through the recursive substitute
             shown = {
-                name: RefSpec(value._ref_node, value._ref_path)
+                name: _as_spec(value)
                 if isinstance(value, RefBase)
                 else value
                 if type(value) in ATOMIC_TYPES
