@@ -123,7 +123,13 @@ class BrokerUnavailableError(AetherGraphError, ConnectionError):
 
 
 class NodeLostError(AetherGraphError, RuntimeError):
-    """A dispatched node's message vanished from the broker and no outcome will come."""
+    """A dispatched node's message vanished from the broker again and again (each loss is
+    re-sent; this ends it after ``AETHERGRAPH_MAX_WORKER_KILLS`` losses)."""
+
+
+class WorkerKilledError(AetherGraphError, RuntimeError):
+    """A node was running when its worker died, ``AETHERGRAPH_MAX_WORKER_KILLS`` times: a poison
+    node (a crash, an out-of-memory kill), failed instead of killing the pool for ever."""
 
 
 class InternalError(AetherGraphError, RuntimeError):
@@ -253,6 +259,7 @@ __all__ = [
     "ToolError",
     "UnknownOutputError",
     "UnknownServiceError",
+    "WorkerKilledError",
     "WorkerUnavailableError",
     "qualified_name",
 ]

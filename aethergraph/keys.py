@@ -98,14 +98,28 @@ class Keys:
         """
         return f"{self.ns}:dead-letters"
 
-    @staticmethod
-    def celery_unacked() -> str:
-        """kombu's Redis hash of messages a worker holds and has not acknowledged yet.
+    def celery_unacked(self) -> str:
+        """kombu's Redis hash of the messages workers hold and have not acknowledged yet.
 
-        Field = the message's ``delivery_tag`` (the client sets it to the task id). Not in our
-        namespace: kombu names it (``kombu.transport.redis.Channel.unacked_key``).
+        Field = the message's ``delivery_tag`` (the client sets it to the task id), value =
+        ``[message, exchange, routing_key]``. kombu's default (``unacked``) is one hash for every
+        deployment on the Redis DB, so the shortest visibility timeout among them would apply
+        to all; ``celery_config`` names it inside the namespace instead.
         """
-        return "unacked"
+        return f"{self.ns}:unacked"
+
+    def celery_unacked_index(self) -> str:
+        """kombu's sorted set beside :meth:`celery_unacked`: delivery tag -> a time.
+
+        kombu scores a message with its delivery time; a worker's heartbeat re-scores the
+        messages it still holds with the broker's clock, so the score says when the holder was
+        last seen alive (``execution/worker/heartbeat.py``).
+        """
+        return f"{self.ns}:unacked_index"
+
+    def celery_unacked_mutex(self) -> str:
+        """kombu's lock around its visibility-timeout sweep of :meth:`celery_unacked_index`."""
+        return f"{self.ns}:unacked_mutex"
 
     def tool_queue(self, queue: str | None) -> str:
         """The Redis list (Celery queue) behind a logical queue name, inside the namespace.

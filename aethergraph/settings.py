@@ -115,7 +115,15 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Seconds between checks that dispatched Celery messages still exist in the "
-        "broker (queued or held by a worker); a node whose message vanished fails.",
+        "broker (queued or held by a worker); the nodes of a message that vanished are sent "
+        "again.",
+    )
+    max_worker_kills: int = Field(
+        default=3,
+        ge=1,
+        description="Worker deaths a node may cause while it runs before it fails with "
+        "WorkerKilledError instead of being sent again (a poison node); also how often a "
+        "node's lost message is sent again before it fails with NodeLostError.",
     )
     max_pack: int = Field(
         default=64,

@@ -2,12 +2,16 @@
 
 Why these defaults (see docs/distributed.md):
 
-* ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it ran,
-  and a worker process that dies mid-task puts its message back — a killed worker loses no node.
+* ``task_acks_late``: a task is acknowledged only after it ran. A pool process that dies
+  mid-task is *not* requeued by Celery (``task_reject_on_worker_lost=False``): the worker hands
+  the message back to its client, which counts the death against the node (poison nodes) and
+  sends it again; a whole worker that dies is found by its missing heartbeats (see
+  docs/reliability.md).
 * ``worker_prefetch_multiplier=1``: a worker reserves one task per process, so long tools do not
   sit in one worker's buffer while other workers idle.
-* ``visibility_timeout`` above the longest tool run: Redis redelivers a message only when its
-  worker vanished without acknowledging it.
+* ``visibility_timeout``: kombu's own sweep puts back a message whose holder has not re-scored
+  it for that long (workers re-score what they hold on every heartbeat): a backstop behind the
+  clients' recovery, in the namespace's own unacked keys.
 * JSON only (``accept_content=["json"]``): a message can never carry pickled code.
 * Results expire (``result_expires``), never kept forever.
 """
@@ -34,7 +38,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "LocalCluster (aethergraph.cluster.LocalCluster) for an embedded one"
         )
     visibility = max(int(settings.visibility_timeout), 1)
+    keys = Keys(settings.namespace)
     transport = {
+        # the namespace's own hash, index and lock: each deployment's sweep is its own
+        "unacked_key": keys.celery_unacked(),
+        "unacked_index_key": keys.celery_unacked_index(),
+        "unacked_mutex_key": keys.celery_unacked_mutex(),
         "visibility_timeout": visibility,
         # sweep for messages of vanished workers often enough to honour a short timeout
         "unacked_restore_interval": max(1, min(10, visibility // 4)),
@@ -48,13 +57,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
+        "task_reject_on_worker_lost": False,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": transport["visibility_timeout"]},
         "result_expires": int(settings.result_ttl),
-        "task_default_queue": Keys(settings.namespace).tool_queue(DEFAULT_QUEUE),
+        "task_default_queue": keys.tool_queue(DEFAULT_QUEUE),
         "task_ignore_result": True,
         "worker_send_task_events": True,
         "task_send_sent_event": False,

@@ -29,6 +29,12 @@ from typing import Any
 from aethergraph import jsontext
 
 META = "__ag__"
+
+#: seconds between two heartbeats of a worker, and how long a beat keeps it alive: a worker
+#: silent for ``HEARTBEAT_TTL`` (three missed beats) is dead to clients (``execution/worker/
+#: heartbeat.py`` writes the beats, ``execution/celery/orphans.py`` acts on their absence)
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 6.0
 _HOST = socket.gethostname()
 _origin: tuple[int, str] = (0, "")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import signal
 import time
 from typing import Any
 
@@ -20,7 +21,8 @@ class Point(BaseModel):
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["AETHERGRAPH_BROKER_URL"])
+    # no socket timeout: redis-py 8 sets 5 s by default, shorter than the blocking pops here
+    return redis.Redis.from_url(os.environ["AETHERGRAPH_BROKER_URL"], socket_timeout=None)
 
 
 @tool(outputs=["y"])
@@ -105,6 +107,17 @@ def d_block(key: str, release: str) -> dict[str, Any]:
     client.rpush(key, os.getpid())
     client.blpop([release], timeout=60)
     return {"y": 1}
+
+
+@tool(outputs=["y"])
+def d_die(key: str, times: int) -> dict[str, Any]:
+    """Kills the process running it (SIGKILL, as the OOM killer does) the first ``times`` runs;
+    each run is counted in the list ``key`` (its pid)."""
+    client = _redis()
+    runs = client.rpush(key, os.getpid())
+    if runs <= times:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"y": runs}
 
 
 class Counter(Service):

@@ -120,7 +120,7 @@ def test_node_cancelled_while_its_batch_is_published_is_not_sent(cluster: LocalC
 
 # -- D11: worker discovery reads the index, never SCANs the keyspace ---------------------------
 def test_worker_discovery_issues_no_scan(cluster: LocalCluster) -> None:
-    client = redis.Redis.from_url(cluster.url)
+    client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
     executor = _executor(cluster)
 
     @graph_fn(name="client_d11", outputs=["ys"])
@@ -178,7 +178,7 @@ async def many():
     return {{"ys": [c_count(key={key!r}, i=i)["y"] for i in range({n})]}}
 
 handle = submit(many, executor=executor)
-client = redis.Redis.from_url({url!r})
+client = redis.Redis.from_url({url!r}, socket_timeout=None)
 client.blpop([{started!r}], timeout=60)  # the test says: nodes are running
 handle.cancel()
 print("cancelled", flush=True)
@@ -193,7 +193,7 @@ def test_cancel_then_exit_stops_the_queued_nodes(cluster: LocalCluster) -> None:
     script = _CANCEL_THEN_EXIT.format(
         here=str(HERE), url=cluster.url, ns=cluster.namespace, key=key, n=n, started=started
     )
-    client = redis.Redis.from_url(cluster.url)
+    client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
     queue = cluster.keys.tool_queue(None)
     try:
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)

@@ -224,7 +224,7 @@ def test_unserved_tool_fails_fast_with_a_clear_error(cluster: LocalCluster) -> N
 def test_cancel_revokes_running_and_queued_tasks(cluster: LocalCluster) -> None:
     started_key = f"{cluster.namespace}:test:started:{uuid.uuid4().hex}"
     release_key = f"{cluster.namespace}:test:release:{uuid.uuid4().hex}"
-    client = redis.Redis.from_url(cluster.url)
+    client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
 
     @graph_fn(name="dist_cancel")
     async def cancel_me() -> Any:

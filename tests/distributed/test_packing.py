@@ -77,7 +77,7 @@ def test_failures_and_retries_stay_per_node_inside_packs(cluster: LocalCluster) 
 def test_cancel_stops_running_and_queued_packs(cluster: LocalCluster) -> None:
     started_key = f"{cluster.namespace}:test:pack-started:{uuid.uuid4().hex}"
     release_key = f"{cluster.namespace}:test:pack-release:{uuid.uuid4().hex}"
-    client = redis.Redis.from_url(cluster.url)
+    client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
 
     @graph_fn(name="pack_cancel")
     async def blockers(n: int) -> Any:

@@ -46,7 +46,7 @@ class RawClient:
 
     def __init__(self, cluster: LocalCluster) -> None:
         self.keys = cluster.keys
-        self.redis = redis.Redis.from_url(cluster.url)
+        self.redis = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
         self.client_id = f"rawtest-{uuid.uuid4().hex[:8]}"
 
     def meta(self, node_id: str) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def test_bad_messages_are_dead_lettered_and_the_workers_keep_serving(
         assert reasons[1].startswith("ValueError: not enough values to unpack")
         assert reasons[2].startswith("not JSON")
         assert raw.redis.ttl(dead_key) > 0
-        assert not raw.redis.hexists(Keys.celery_unacked(), "bad-triple-tag")
+        assert not raw.redis.hexists(raw.keys.celery_unacked(), "bad-triple-tag")
         assert all(proc.poll() is None for proc in cluster.workers)
     finally:
         raw.redis.delete(dead_key)

@@ -115,6 +115,9 @@ class Dispatcher:
         if self._task is None or self._task.done():
             self._task = self._background.spawn(self._run(), "dispatcher")
 
+    def is_unsent(self, job_key: str) -> bool:
+        return job_key in self._unsent
+
     def cancel(self, job_key: str) -> bool:
         """Forget an unsent node (True), or say it was published already (False)."""
         if job_key in self._unsent:

@@ -2,7 +2,8 @@
 
 The facade: it owns the lifecycle and wires the concepts of this package together — the
 dispatcher (``dispatch``), the table of nodes in flight (``inflight``), the result listener and
-timeout backstop (``results``), the lost-message bound (``lost``), worker discovery
+timeout backstop (``results``), re-sending nodes whose message will not report (``recovery``)
+when its worker died (``orphans``) or the broker lost it (``lost``), worker discovery
 (``discovery``), Pub/Sub following of runs (``follow``) and batched revokes (``revoke``).
 
 **Nothing process-wide changes.** Code of a run on this executor (its graph body, materializing
@@ -29,6 +30,8 @@ from aethergraph.execution.celery.dispatch import Dispatcher
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight
 from aethergraph.execution.celery.lost import LostMessages
+from aethergraph.execution.celery.orphans import Orphans
+from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.execution.celery.results import POP_WAIT, ResultListener
 from aethergraph.execution.celery.revoke import Revoker
 from aethergraph.keys import Keys
@@ -103,9 +106,16 @@ class CeleryExecutor(Executor):
             background=self._background,
             stats=self.stats,
         )
+        self.recovery = Recovery(
+            table=self._table,
+            resubmit=self._dispatcher.submit,
+            in_flight=self._in_flight_key,
+            max_kills=base.max_worker_kills,
+        )
         self._clients: list[aioredis.Redis] = []
         self._listener: ResultListener | None = None
         self._lost: LostMessages | None = None
+        self._orphans: Orphans | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,6 +138,7 @@ class CeleryExecutor(Executor):
             results_key=self._results_key,
             blmpop=blmpop,
             table=self._table,
+            recovery=self.recovery,
             settings=self.settings,
             revoke=self._revoker.revoke,
             stats=self.stats,
@@ -137,11 +148,16 @@ class CeleryExecutor(Executor):
             keys=self.keys,
             results_key=self._results_key,
             table=self._table,
+            recovery=self.recovery,
             interval=self.settings.lost_message_check,
             broker_url=url,
         )
+        self._orphans = Orphans(
+            client=commands, keys=self.keys, table=self._table, recovery=self.recovery
+        )
         self._background.spawn(self._listener.run(), "result listener")
         self._background.spawn(self._lost.run(), "lost-message check")
+        self._background.spawn(self._orphans.run(), "orphan check")
 
     async def close(self) -> None:
         # first: revokes asked for must reach the workers even when the process exits next
@@ -151,7 +167,7 @@ class CeleryExecutor(Executor):
         await self._background.cancel_all()
         await self._close_clients()
         self._dispatcher.redis = None
-        self._listener = self._lost = None
+        self._listener = self._lost = self._orphans = None
         for backend in self._owned:
             await backend.aclose()
 
@@ -181,6 +197,9 @@ class CeleryExecutor(Executor):
         # (until then a cancelled node may still run; its outcome is ignored)
         if emptied is not None:
             self._revoker.revoke(emptied.task_id)
+
+    def _in_flight_key(self, job_key: str) -> bool:
+        return job_key in self._table.outcome_of or self._dispatcher.is_unsent(job_key)
 
     @property
     def following(self) -> int:

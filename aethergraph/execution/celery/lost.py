@@ -1,4 +1,4 @@
-"""The bound for nodes whose message is lost: detected, reported, never waited on for ever.
+"""Lost messages: a message the broker no longer has is detected and its nodes sent again.
 
 A published node normally ends with an outcome pushed by its worker, or — when it has a timeout —
 with the client-side timeout backstop. A node *without* a timeout whose message disappears
@@ -13,14 +13,15 @@ ever. This check finds such messages where it costs nothing on the hot path:
 * A message is where it should be if a worker holds it, or if its queue is not empty (it may be
   waiting there; the queue is never read, so a long queue costs nothing). It is *suspect* when its
   queue is empty, no worker holds it and no result is waiting to be read.
-* A message suspect at two checks in a row is lost: its nodes fail with a retryable
-  ``NodeLostError`` (the scheduler retries them if their tool allows; execution is at-least-once).
-  Two strikes cover the moments in between (a worker has popped the message but not yet recorded
-  it as unacked; a result was pushed just after the check read the result list).
+* A message suspect at two checks in a row is lost: the client, the source of truth for its
+  graph, sends its nodes again (``recovery``; execution is at-least-once). Two strikes cover the
+  moments in between (a worker has popped the message but not yet recorded it as unacked; a
+  result was pushed just after the check read the result list). A node lost more than
+  ``max_worker_kills`` times fails with ``NodeLostError``.
 
 Limits, by design: a message in a queue that never empties is trusted to be there; a worker that
-dies holding a message leaves it in ``unacked``, which the visibility timeout (and the worker
-liveness work of the reliability issue) handles. Nothing here adds a per-node round trip.
+dies holding a message leaves it in ``unacked``, which ``orphans`` handles within seconds.
+Nothing here adds a per-node round trip.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from aethergraph.errors import NodeLostError
-from aethergraph.execution.base import NodeOutcome, failure_from
 from aethergraph.execution.celery.broker import BROKER_ERRORS
-from aethergraph.execution.celery.inflight import InFlight, Sent
+from aethergraph.execution.celery.inflight import InFlight
+from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.keys import Keys
 from aethergraph.settings import redact_url
 
@@ -51,6 +51,7 @@ class LostMessages:
         keys: Keys,
         results_key: str,
         table: InFlight,
+        recovery: Recovery,
         interval: float,
         broker_url: str,
     ) -> None:
@@ -58,9 +59,10 @@ class LostMessages:
         self._keys = keys
         self._results_key = results_key
         self._table = table
+        self._recovery = recovery
         self.interval = interval
         self._broker = redact_url(broker_url)
-        #: nodes failed as lost so far (tests and diagnostics)
+        #: messages found lost so far (tests and diagnostics)
         self.lost = 0
 
     async def run(self) -> None:
@@ -94,16 +96,10 @@ class LostMessages:
             elif not message.suspect:
                 message.suspect = True
             elif self._table.sent.get(message.task_id) is message:
-                self._report(message)
-
-    def _report(self, message: Sent) -> None:
-        for pending in self._table.drop_message(message):
-            job = pending.job
-            self.lost += 1
-            exc = NodeLostError(
-                f"the Celery message of node {job.node_id!r} (tool {job.tool.name!r}, queue "
-                f"{message.queue!r}) is gone from the broker {self._broker}: no worker holds it, "
-                "its queue is empty and no outcome arrived (did Redis restart without "
-                "persistence, or evict keys under maxmemory?)"
-            )
-            pending.on_done(job, NodeOutcome(failure=failure_from(exc)))
+                self.lost += 1
+                self._recovery.bring_back(
+                    message,
+                    why=f"lost: the message (queue {message.queue!r}) is gone from the broker "
+                    f"{self._broker}: not queued, held by no worker, no outcome",
+                    lost=True,
+                )

@@ -12,6 +12,11 @@ comes (the worker died hard, the message was lost), the client fails the node
 the tool *started* (a ``started`` message), not from publishing, since the node may wait in a
 queue for a long time.
 
+**Handbacks.** A worker that cannot finish a message — its pool process died running it, or it
+is stopping and the grace period ran out — pushes a *handback* instead of an outcome for each of
+the message's nodes; the listener passes the message to ``recovery``, which sends the nodes
+still awaited again (counting a death against the running node unless the worker was stopping).
+
 **Broker outage.** The listener rides out broker errors (see ``broker``); when the broker stays
 unreachable beyond ``broker_outage_timeout``, no outcome can arrive, so every node in flight
 fails with ``BrokerUnavailableError`` rather than waiting for ever.
@@ -32,6 +37,7 @@ from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
 from aethergraph.execution.celery.dispatch import TIMEOUT_GRACE
 from aethergraph.execution.celery.inflight import InFlight, Pending
+from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.settings import Settings
 
 log = logging.getLogger("aethergraph")
@@ -58,6 +64,7 @@ class ResultListener:
         results_key: str,
         blmpop: bool,
         table: InFlight,
+        recovery: Recovery,
         settings: Settings,
         revoke: Callable[[str], None],
         stats: dict[str, int],
@@ -66,6 +73,7 @@ class ResultListener:
         self._key = results_key
         self._blmpop = blmpop
         self._table = table
+        self._recovery = recovery
         self._revoke = revoke
         self._stats = stats
         self._outage = Outage(settings.broker_url or "", settings.broker_outage_timeout)
@@ -121,6 +129,10 @@ class ResultListener:
         if message.get("started"):  # a tool with a timeout began: arm the backstop now
             self._arm_backstop(task_id)
             return
+        back = message.get("handback")
+        if back is not None:
+            self._handed_back(task_id, back)
+            return
         pending, _ = self._table.pop(task_id)
         if pending is None:
             return  # an attempt we gave up on (cancelled, timed out, lost)
@@ -140,6 +152,17 @@ class ResultListener:
                     failure=failure_from(exc), started_at=started, finished_at=finished
                 )
         pending.on_done(pending.job, outcome)
+
+    def _handed_back(self, outcome_id: str, back: Any) -> None:
+        """A worker gave a message back (see the module docstring)."""
+        pending = self._table.pending.get(outcome_id)
+        if pending is None:
+            return  # settled, or its message was brought back for an earlier node already
+        back = back if isinstance(back, dict) else {}
+        worker = str(back.get("worker") or "an unnamed worker")
+        why = f"worker {worker} handed it back: {back.get('reason') or 'no reason given'}"
+        killed = worker if back.get("killed") else None
+        self._recovery.bring_back(pending.message, why=why, killed_by=killed)
 
     def _arm_backstop(self, task_id: str) -> None:
         started: Pending | None = self._table.pending.get(task_id)

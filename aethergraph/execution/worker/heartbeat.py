@@ -9,6 +9,13 @@ Every ``HEARTBEAT_INTERVAL`` seconds a thread of the worker's main process write
   messages' delivery tags in kombu's ``unacked`` hash, so a client can tell a message a live
   worker holds from one whose worker died — the basis of recovering a dead worker's nodes
   without waiting for the visibility timeout;
+* a fresh score, the broker's clock now, for each held message in kombu's unacked index
+  (``Keys.celery_unacked_index``). kombu scores a message once, when it is delivered, and its
+  visibility-timeout sweep puts back every message scored longer ago than the timeout — also
+  one a live worker is still running (a long tool, a pack of many nodes). Re-scored on every
+  beat, a score says when the holder was last seen alive: the sweep (and a client's recovery
+  check, ``execution/celery/orphans.py``) only ever takes back messages of a worker that
+  stopped beating, whatever the tools' run times;
 * its id into the sorted set ``Keys.workers_index()`` with the beat's time as the score, so a
   client finds the live workers with one ``ZRANGEBYSCORE`` instead of scanning the keyspace
   (entries older than the TTL are dead workers; readers ignore them and may prune them).
@@ -30,12 +37,22 @@ from typing import Any
 import redis
 from celery.worker import state as worker_state
 
+from aethergraph.execution.wire import HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from aethergraph.keys import Keys
 
 log = logging.getLogger("aethergraph.worker")
 
-HEARTBEAT_INTERVAL = 2.0
-HEARTBEAT_TTL = 6.0
+
+#: re-score held messages with the broker's clock (one clock for every worker and client);
+#: ``XX``: a message acknowledged meanwhile is not added back
+RESCORE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+end
+return #ARGV
+"""
 
 
 def held_ids() -> list[str]:
@@ -103,19 +120,24 @@ class Heartbeat:
         client = redis.Redis.from_url(
             self.url, socket_connect_timeout=self.interval, socket_timeout=self.interval
         )
+        rescore = client.register_script(RESCORE)
+        unacked_index = self.keys.celery_unacked_index()
         try:
             while not self._stop.is_set():
                 try:
                     now = time.time()
+                    held = held_ids()
                     pipe = client.pipeline(transaction=False)
                     beat: dict[Any, Any] = {  # redis-py's own type
                         **self.info,
                         "ts": str(now),
-                        "held": json.dumps(held_ids()),
+                        "held": json.dumps(held),
                     }
                     pipe.hset(key, mapping=beat)
                     pipe.pexpire(key, int(self.ttl * 1000))
                     pipe.zadd(index, {self.worker_id: now})
+                    if held:
+                        rescore(keys=[unacked_index], args=held, client=pipe)
                     pipe.execute()
                 except redis.RedisError as exc:
                     log.warning("heartbeat failed: %s", exc)

@@ -120,6 +120,24 @@ class OutcomePusher:
         pipe.expire(key, int(self.settings.result_ttl))
         pipe.execute()
 
+    def push_handback(
+        self, client: str, outcome_ids: Sequence[str], *, worker: str, killed: bool, reason: str
+    ) -> None:
+        """Give a message's nodes back to their client, which sends them again.
+
+        ``killed``: the node running in it killed its pool process (counted as a death against
+        that node); False when this worker is stopping and gave up on it.
+        """
+        back = {"worker": worker, "killed": killed, "reason": reason[:500]}
+        messages = [json.dumps({"task_id": o, "handback": back}) for o in outcome_ids]
+        if not messages:
+            return
+        key = self.keys.client_results(client)
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.rpush(key, *messages)
+        pipe.expire(key, int(self.settings.result_ttl))
+        pipe.execute()
+
     def push_started(self, client: str, task_id: str) -> None:
         """Tell the client a tool with a timeout began (its backstop clock starts now)."""
         started = json.dumps({"task_id": task_id, "started": True})

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
+from celery.exceptions import WorkerLostError
 
 from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError
@@ -138,6 +139,30 @@ class WorkerRuntime:
 
     def on_process_shutdown(self) -> None:
         self.services.close()
+
+    def on_task_failure(self, task_id: str, exception: BaseException, kwargs: Any) -> None:
+        """A pool process died running a message: hand its nodes back to their client.
+
+        Celery acknowledges the message (``reject_on_worker_lost`` is off): the client, which
+        counts the death against the running node, is the one to send it again. Celery calls
+        this in the main process, for tool exceptions too — those are outcomes already.
+        """
+        if not isinstance(exception, WorkerLostError):
+            return
+        meta = kwargs.get(META) if isinstance(kwargs, dict) else None
+        if not isinstance(meta, dict) or "client" not in meta:
+            return
+        nodes = meta.get("pack") or [{**meta, "id": task_id}]
+        try:
+            self.pusher.push_handback(
+                str(meta["client"]),
+                [str(node.get("id")) for node in nodes if isinstance(node, dict)],
+                worker=self.worker_id,
+                killed=True,
+                reason=str(exception),
+            )
+        except Exception:  # the client's lost-message check sends the nodes again
+            log.exception("could not hand message %s back to its client", task_id)
 
     def on_unknown_task(self, message: Any, name: str, task_id: str) -> None:
         """A task this worker does not serve: fail its nodes at the client, never lose them."""

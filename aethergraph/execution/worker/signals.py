@@ -27,6 +27,9 @@ class Lifecycle(Protocol):
 
     def on_unknown_task(self, message: Any, name: str, task_id: str) -> None: ...
 
+    # a task failed outside a tool (its pool process died: WorkerLostError); main process
+    def on_task_failure(self, task_id: str, exception: BaseException, kwargs: Any) -> None: ...
+
 
 def connect_signals(runtime: Lifecycle, *, prefork: bool) -> None:
     """Connect ``runtime``'s hooks to Celery's signals."""
@@ -46,7 +49,14 @@ def connect_signals(runtime: Lifecycle, *, prefork: bool) -> None:
     def unknown(message: Any = None, name: str = "", id: str = "", **_: Any) -> None:
         runtime.on_unknown_task(message, name, id)
 
+    def failure(
+        task_id: str = "", exception: BaseException | None = None, kwargs: Any = None, **_: Any
+    ) -> None:
+        if exception is not None:
+            runtime.on_task_failure(task_id, exception, kwargs)
+
     signals.worker_ready.connect(ready, weak=False)
+    signals.task_failure.connect(failure, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.task_unknown.connect(unknown, weak=False)
     if prefork:

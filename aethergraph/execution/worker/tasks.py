@@ -53,7 +53,10 @@ def _register(app: Celery, spec: ToolSpec, execute: Execute) -> None:
         bind=True,
         typing=False,
         acks_late=True,
-        reject_on_worker_lost=True,
+        # a pool process that dies mid-task is reported to the client (a handback, see
+        # WorkerRuntime.on_task_failure), which counts the death and sends the nodes again;
+        # requeueing here would loop a poison node for ever and re-run a pack's finished nodes
+        reject_on_worker_lost=False,
         ignore_result=True,
     )(node_task)
 
