@@ -88,9 +88,12 @@ class Settings(BaseSettings):
     )
     visibility_timeout: float = Field(
         default=3600.0,
-        gt=0,
-        description="Seconds before Redis redelivers an unacknowledged task; keep it above the "
-        "longest tool run.",
+        # two heartbeat TTLs (execution/wire.py): workers re-score the messages they hold every
+        # beat, so a timeout this long can only ever take back a dead worker's messages
+        ge=12,
+        description="Seconds a message whose worker stopped heartbeating stays held before "
+        "kombu's own sweep puts it back (a backstop: clients take back a dead worker's messages "
+        "within seconds); it never applies to a message a live worker runs, however long.",
     )
     result_ttl: float = Field(
         default=86400.0, gt=0, description="Seconds results and run events are kept in Redis."

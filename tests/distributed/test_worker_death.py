@@ -160,3 +160,37 @@ def test_a_node_that_dies_once_runs_again_and_succeeds(two_workers: LocalCluster
         client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
         client.delete(runs)
         client.close()
+
+
+def test_a_node_running_longer_than_the_visibility_timeout_runs_once(redis_url: str) -> None:
+    """kombu's sweep takes back messages scored longer ago than the visibility timeout; workers
+    re-score what they hold on every heartbeat, so a running node is never taken back (before,
+    a long tool or pack was redelivered while it ran, and ran again, for ever)."""
+    visibility = 12  # the least allowed; the workers' sweep runs every 3 s
+    with LocalCluster(
+        workers=2,
+        tools=[TOOLS],
+        concurrency=1,
+        redis_url=redis_url,
+        env={"PYTHONPATH": str(HERE), "AETHERGRAPH_VISIBILITY_TIMEOUT": str(visibility)},
+    ) as cluster:
+        started, release = _keys(cluster)
+        client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
+
+        @graph_fn(name="dist_outlives_visibility")
+        async def outlives() -> Any:
+            return {"y": d_block(key=started, release=release)["y"]}
+
+        handle = submit(outlives, executor=cluster.executor)
+        try:
+            assert client.blpop([started], timeout=60) is not None
+            # the event that must not happen: a second start, on the idle worker, once kombu's
+            # sweep has run a few times past the timeout
+            again = client.blpop([started], timeout=visibility + 8)
+            client.rpush(release, "go")
+            assert handle.result(60) == {"y": 1}
+        finally:
+            client.rpush(release, "go", "go")
+            client.close()
+        assert again is None, "the running node was redelivered and started a second time"
+        assert cluster.executor.recovery.recovered == 0

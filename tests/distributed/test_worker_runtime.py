@@ -64,6 +64,7 @@ class RawClient:
             time_limit=None,
             soft_time_limit=None,
             kwargs_repr="{}",
+            delivery_tag=task_id,  # as the executor sets it
         )
         self.redis.lpush(queue, envelope)
         return task_id
@@ -346,6 +347,14 @@ def test_the_heartbeat_lists_the_messages_the_worker_holds(
             return found
 
         assert len(wait_until(holders, "a worker listing the running message")) == 1
+        # kombu holds it in the namespace's own unacked keys, not in the DB-wide "unacked"
+        assert raw.redis.hexists(raw.keys.celery_unacked(), task_id)
+        assert not raw.redis.hexists("unacked", task_id)
+        index = raw.keys.celery_unacked_index()
+        first = raw.redis.zscore(index, task_id)
+        assert first is not None
+        # re-scored by the next heartbeat: the score is the holder's last sign of life
+        wait_until(lambda: (raw.redis.zscore(index, task_id) or 0) > first, "a fresh score")
     finally:
         raw.redis.rpush(release, 1)
     (outcome,) = raw.outcomes(1)
