@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         "broker (queued or held by a worker); the nodes of a message that vanished are sent "
         "again.",
     )
+    stop_grace: float = Field(
+        default=25.0,
+        ge=0,
+        description="Workers: seconds running nodes get to finish after SIGTERM before the "
+        "worker hands their messages back to the clients (keep it below the delay before your "
+        "platform's SIGKILL: Kubernetes' terminationGracePeriodSeconds, Slurm's --signal lead).",
+    )
     max_worker_kills: int = Field(
         default=3,
         ge=1,

@@ -61,6 +61,13 @@ def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Arg
         help="async nodes of one message run at once per slot (default 1, or "
         "AETHERGRAPH_ASYNC_CONCURRENCY; see docs/distributed.md)",
     )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds running nodes get to finish after SIGTERM before their messages are "
+        "handed back (default 25, or AETHERGRAPH_STOP_GRACE; see docs/reliability.md)",
+    )
     return parser
 
 
@@ -122,6 +129,7 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
         concurrency=concurrency,
         log_level=args.loglevel,
         async_concurrency=args.async_concurrency,
+        grace=args.grace,
     )
     name = args.hostname or f"aethergraph-{os.getpid()}@{socket.gethostname()}"
     argv = [

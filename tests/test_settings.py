@@ -123,7 +123,10 @@ def test_other_invalid_values_show_their_input(clean_settings: pytest.MonkeyPatc
     with pytest.raises(ConfigurationError) as info:
         reload_settings()
     text = str(info.value)
-    assert "AETHERGRAPH_VISIBILITY_TIMEOUT: Input should be greater than or equal to 12 (got '-5')" in text
+    assert (
+        "AETHERGRAPH_VISIBILITY_TIMEOUT: Input should be greater than or equal to 12 (got '-5')"
+        in text
+    )
     assert "AETHERGRAPH_EXECUTOR" in text
     assert "'dask'" in text
 

@@ -121,19 +121,31 @@ class OutcomePusher:
         pipe.execute()
 
     def push_handback(
-        self, client: str, outcome_ids: Sequence[str], *, worker: str, killed: bool, reason: str
+        self,
+        client: str,
+        outcome_ids: Sequence[str],
+        *,
+        worker: str,
+        killed: bool,
+        reason: str,
+        release: str | None = None,
     ) -> None:
         """Give a message's nodes back to their client, which sends them again.
 
         ``killed``: the node running in it killed its pool process (counted as a death against
-        that node); False when this worker is stopping and gave up on it.
+        that node); False when this worker is stopping and gave up on it. ``release``: the
+        message's delivery tag, removed from kombu's unacked keys in the same round trip (so
+        kombu's sweep never brings back what the client sends again).
         """
         back = {"worker": worker, "killed": killed, "reason": reason[:500]}
         messages = [json.dumps({"task_id": o, "handback": back}) for o in outcome_ids]
         if not messages:
             return
         key = self.keys.client_results(client)
-        pipe = self.redis().pipeline(transaction=False)
+        pipe = self.redis().pipeline(transaction=True)
+        if release is not None:
+            pipe.zrem(self.keys.celery_unacked_index(), release)
+            pipe.hdel(self.keys.celery_unacked(), release)
         pipe.rpush(key, *messages)
         pipe.expire(key, int(self.settings.result_ttl))
         pipe.execute()

@@ -32,6 +32,7 @@ from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, faile
 from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.services import WorkerServices
 from aethergraph.execution.worker.signals import connect_signals
+from aethergraph.execution.worker.stopping import GracefulStop
 from aethergraph.execution.worker.tasks import register_tool_tasks, unknown_task_outcomes
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys
@@ -45,7 +46,8 @@ class WorkerRuntime:
 
     ``async_concurrency``: how many async nodes of one message (a pack) may run at once; the
     default (``None``) is the ``AETHERGRAPH_ASYNC_CONCURRENCY`` setting, 1 unless set: a worker
-    never runs more nodes at once than its slots unless asked to.
+    never runs more nodes at once than its slots unless asked to. ``grace``: seconds running
+    nodes get to finish after SIGTERM (default: ``AETHERGRAPH_STOP_GRACE``; ``stopping.py``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class WorkerRuntime:
         concurrency: int,
         log_level: str = "INFO",
         async_concurrency: int | None = None,
+        grace: float | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -80,6 +83,10 @@ class WorkerRuntime:
                 f"--async-concurrency must be an integer >= 1, got {async_concurrency}"
             )
         self.runner = NodeRunner(self.pusher.decode_args, async_concurrency)
+        grace = settings.stop_grace if grace is None else grace
+        if grace < 0:
+            raise ConfigurationError(f"--grace must be a number of seconds >= 0, got {grace}")
+        self.stop = GracefulStop(grace, prefork=pool == "prefork", hand_back=self._hand_back)
         self.heartbeat = Heartbeat(
             settings.broker_url or "",
             self.keys,
@@ -111,6 +118,8 @@ class WorkerRuntime:
         if not isinstance(meta, dict) or "client" not in meta:
             raise ConfigurationError(f"task {spec.name} received without AetherGraph metadata")
         self.services.ensure()
+        if self.pool == "prefork":
+            self.stop.protect_pool_process()
         client = str(meta["client"])
         if "pack" in meta:
             self.runner.run_pack(spec, meta["pack"], lambda done: self.pusher.push(client, done))
@@ -134,6 +143,9 @@ class WorkerRuntime:
         if self.pool != "prefork":
             self.services.close()
 
+    def on_stopping(self) -> None:
+        self.stop.begin()
+
     def on_process_init(self) -> None:
         self.services.build()
 
@@ -147,22 +159,31 @@ class WorkerRuntime:
         counts the death against the running node, is the one to send it again. Celery calls
         this in the main process, for tool exceptions too — those are outcomes already.
         """
-        if not isinstance(exception, WorkerLostError):
+        if not isinstance(exception, WorkerLostError) or task_id in self.stop.handed_back:
             return
-        meta = kwargs.get(META) if isinstance(kwargs, dict) else None
-        if not isinstance(meta, dict) or "client" not in meta:
-            return
-        nodes = meta.get("pack") or [{**meta, "id": task_id}]
         try:
-            self.pusher.push_handback(
-                str(meta["client"]),
-                [str(node.get("id")) for node in nodes if isinstance(node, dict)],
-                worker=self.worker_id,
-                killed=True,
-                reason=str(exception),
-            )
+            self._push_handback(task_id, kwargs, killed=True, reason=str(exception))
         except Exception:  # the client's lost-message check sends the nodes again
             log.exception("could not hand message %s back to its client", task_id)
+
+    def _hand_back(self, task_id: str, kwargs: Any) -> None:
+        """The graceful stop gives up on a message: its client sends it again (no death)."""
+        reason = f"the worker is stopping (SIGTERM) and its {self.stop.grace:g}s grace ran out"
+        self._push_handback(task_id, kwargs, killed=False, reason=reason)
+
+    def _push_handback(self, task_id: str, kwargs: Any, *, killed: bool, reason: str) -> None:
+        meta = kwargs.get(META) if isinstance(kwargs, dict) else None
+        if not isinstance(meta, dict) or "client" not in meta:
+            return  # not one of ours
+        nodes = meta.get("pack") or [{**meta, "id": task_id}]
+        self.pusher.push_handback(
+            str(meta["client"]),
+            [str(node.get("id")) for node in nodes if isinstance(node, dict)],
+            worker=self.worker_id,
+            killed=killed,
+            reason=reason,
+            release=task_id,
+        )
 
     def on_unknown_task(self, message: Any, name: str, task_id: str) -> None:
         """A task this worker does not serve: fail its nodes at the client, never lose them."""

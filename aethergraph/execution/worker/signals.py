@@ -19,6 +19,8 @@ class Lifecycle(Protocol):
 
     def on_ready(self) -> None: ...  # the main process consumes: start the heartbeat
 
+    def on_stopping(self) -> None: ...  # SIGTERM: a warm shutdown begins (main process)
+
     def on_shutdown(self) -> None: ...  # the main process stops
 
     def on_process_init(self) -> None: ...  # a process that runs tasks begins
@@ -40,6 +42,10 @@ def connect_signals(runtime: Lifecycle, *, prefork: bool) -> None:
     def shutdown(**_: Any) -> None:
         runtime.on_shutdown()
 
+    def shutting_down(how: str = "", **_: Any) -> None:
+        if how == "Warm":
+            runtime.on_stopping()
+
     def init(**_: Any) -> None:
         runtime.on_process_init()
 
@@ -58,6 +64,7 @@ def connect_signals(runtime: Lifecycle, *, prefork: bool) -> None:
     signals.worker_ready.connect(ready, weak=False)
     signals.task_failure.connect(failure, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
     signals.task_unknown.connect(unknown, weak=False)
     if prefork:
         signals.worker_process_init.connect(init, weak=False)
