@@ -23,6 +23,14 @@ def c_nap(seconds: float, i: int = 0) -> dict[str, Any]:
 
 
 @tool(outputs=["y"])
+def c_started_nap(key: str, seconds: float, i: int = 0) -> dict[str, Any]:
+    """Says it started (its pid onto the list ``key``), then sleeps without Redis."""
+    _redis().rpush(key, os.getpid())
+    time.sleep(seconds)
+    return {"y": i}
+
+
+@tool(outputs=["y"])
 def c_count(key: str, i: int, seconds: float = 0.05) -> dict[str, Any]:
     """Counts its executions in Redis, then takes a moment."""
     _redis().incr(key)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_block
-from client_tools import c_nap
+from client_tools import c_nap, c_started_nap
 
 from aethergraph import ToolError, graph_fn, run, runtime_loop, submit
 from aethergraph.cluster import LocalCluster
@@ -193,4 +193,32 @@ def test_a_node_whose_message_the_broker_lost_is_sent_again(
             held.result(60)
         except Exception:  # its Redis went away mid-tool; only the victim is under test
             pass
+        runtime_loop.run_sync(close_executor(executor), timeout=30)
+
+
+def test_an_outcome_pushed_while_the_broker_is_down_arrives_once_it_is_back(
+    broker: tuple[RedisServer, LocalCluster],
+) -> None:
+    """The worker's outcome push meets a stopped Redis: it is retried until Redis is back, and
+    the node completes from that outcome — not hung, not sent again."""
+    server, cluster = broker
+    executor = _executor(cluster, broker_outage_timeout=60)
+    started = f"{cluster.namespace}:test:started:{uuid.uuid4().hex}"
+
+    @graph_fn(name="chaos_push_in_outage", outputs=["y"])
+    async def napper() -> Any:
+        return c_started_nap(key=started, seconds=1.0, i=7)["y"]
+
+    client = redis.Redis.from_url(server.url, socket_timeout=None)  # blocking pops
+    try:
+        handle = submit(napper, executor=executor)
+        assert client.blpop([started], timeout=30) is not None
+        client.close()
+        server.kill()  # the tool pushes its outcome ~1 s later, into a broker that is gone
+        threading.Event().wait(3.0)  # an outage of a few seconds: the length is the scenario
+        server.restart()
+        assert handle.result(60) == {"y": 7}
+        assert executor.recovery.recovered == 0  # its own outcome arrived: it ran once
+    finally:
+        client.close()
         runtime_loop.run_sync(close_executor(executor), timeout=30)

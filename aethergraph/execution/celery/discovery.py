@@ -61,6 +61,27 @@ async def read_workers(
     return _workers(ids, results[: len(names)])
 
 
+async def held_by_live_workers(
+    client: aioredis.Redis, keys: Keys, holders: dict[str, str] | None = None
+) -> set[str]:
+    """The delivery tags live workers list as held (their heartbeats' ``held``).
+
+    ``holders``, if given, is updated with tag -> worker id (to name a worker once it is dead).
+    """
+    live: set[str] = set()
+    for info in await read_workers(client, keys):
+        try:
+            held = json.loads(info.get("held") or "[]")
+        except ValueError:
+            continue  # a half-written or foreign hash
+        worker = info.get("id", "?")
+        for tag in held:
+            live.add(str(tag))
+            if holders is not None:
+                holders[str(tag)] = worker
+    return live
+
+
 def read_workers_sync(client: redis.Redis, keys: Keys) -> list[dict[str, str]]:
     """The live workers' heartbeat hashes (blocking; ``LocalCluster.live_workers``)."""
     ids = list(client.zrange(keys.workers_index(), 0, -1))

@@ -10,7 +10,9 @@ ever. This check finds such messages where it costs nothing on the hot path:
   hash (the messages workers hold: reserved or running, ``acks_late``; the client sets a
   message's tag to its task id) and the length of each queue such messages went to, plus this
   client's result list.
-* A message is where it should be if a worker holds it, or if its queue is not empty (it may be
+* A message is where it should be if a worker holds it — in kombu's unacked hash, or listed in a
+  live worker's heartbeat (``held``: after a Redis restart without persistence the hash is
+  empty, but the workers still run what they took) — or if its queue is not empty (it may be
   waiting there; the queue is never read, so a long queue costs nothing). It is *suspect* when its
   queue is empty, no worker holds it and no result is waiting to be read.
 * A message suspect at two checks in a row is lost: the client, the source of truth for its
@@ -33,6 +35,7 @@ import time
 import redis.asyncio as aioredis
 
 from aethergraph.execution.celery.broker import BROKER_ERRORS
+from aethergraph.execution.celery.discovery import held_by_live_workers
 from aethergraph.execution.celery.inflight import InFlight
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.keys import Keys
@@ -89,6 +92,7 @@ class LostMessages:
         if results_waiting:
             return  # outcomes are still to be read: they may answer for the old messages
         held = {t.decode() if isinstance(t, bytes) else str(t) for t in held_raw}
+        held |= await held_by_live_workers(self._client, self._keys)
         queued = {queue for queue, length in zip(queues, lengths, strict=True) if length}
         for message in old:
             if message.task_id in held or message.queue in queued:

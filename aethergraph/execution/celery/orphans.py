@@ -26,14 +26,13 @@ so workers get to re-score their messages before any is taken for dead.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
 import redis.asyncio as aioredis
 
 from aethergraph.execution.celery.broker import BROKER_ERRORS
-from aethergraph.execution.celery.discovery import read_workers
+from aethergraph.execution.celery.discovery import held_by_live_workers
 from aethergraph.execution.celery.inflight import InFlight
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.execution.wire import HEARTBEAT_TTL
@@ -123,17 +122,7 @@ class Orphans:
 
     async def _live_holders(self) -> set[str]:
         """The tags live workers list as held; remembers who held what, to name the dead."""
-        live: set[str] = set()
-        for info in await read_workers(self._client, self._keys):
-            worker = info.get("id", "?")
-            try:
-                held = json.loads(info.get("held") or "[]")
-            except ValueError:
-                continue
-            for tag in held:
-                tag = str(tag)
-                live.add(tag)
-                self._holders[tag] = worker
+        live = await held_by_live_workers(self._client, self._keys, self._holders)
         sent = self._table.sent
         for tag in [tag for tag in self._holders if tag not in sent]:
             del self._holders[tag]

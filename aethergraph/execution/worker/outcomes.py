@@ -6,6 +6,13 @@ Each finished attempt becomes one outcome message (``wire.outcome_message``) car
 failure's full wire form and the worker's start/finish times, and a batch of them reaches the
 client's result list in *one* pipelined round trip (a pack flushes many at once).
 
+**At least once across a broker outage.** By the time a node's outcome is pushed its message
+is acknowledged or about to be, so a push lost to a Redis restart would strand the node. The
+pusher's client retries a failed push (redis-py's ``Retry``, exponential backoff capped at
+:data:`BACKOFF_CAP` s) for about ``settings.broker_outage_timeout`` seconds before giving up —
+then the task fails and the client's lost-message check sends the node again. A push retried
+after a reply was lost may arrive twice; the client takes the first.
+
 Which failures a retry cannot fix is decided here, where they happen: an argument this worker
 cannot decode and outputs it cannot encode (:class:`~aethergraph.errors.CodecError`) are the
 same on every attempt, so they are sent with ``retryable=False`` and the scheduler fails the node
@@ -21,6 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from aethergraph import codec, offload, runtime_loop
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
@@ -31,6 +40,7 @@ from aethergraph.settings import Settings
 
 CONNECT_TIMEOUT = 2.0  # seconds
 COMMAND_TIMEOUT = 10.0  # seconds a push may take (redis-py retries blips within it)
+BACKOFF_CAP = 1.0  # seconds between two push attempts at most, while the broker is away
 
 
 class Finished(NamedTuple):
@@ -65,11 +75,19 @@ class OutcomePusher:
 
     def redis(self) -> redis.Redis:
         if self._redis is None:  # redis-py pools reconnect after a fork by themselves
+            # attempts over about the outage bound: capped pauses, plus the first fast ones
+            attempts = int(self.settings.broker_outage_timeout / BACKOFF_CAP) + 5
             self._redis = redis.Redis.from_url(
                 self.settings.broker_url or "",
                 # a broker that stops answering is an error, never a slot blocked for good
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=COMMAND_TIMEOUT,
+                # connection errors only: a broker that hangs already costs COMMAND_TIMEOUT
+                retry=Retry(
+                    ExponentialBackoff(cap=BACKOFF_CAP, base=0.05),
+                    attempts,
+                    supported_errors=(redis.ConnectionError,),
+                ),
             )
         return self._redis
 
