@@ -72,6 +72,11 @@ class Keys:
     def client_results(self, client_id: str) -> str:
         return f"{self.ns}:client:{client_id}:results"
 
+    def client_lease(self, client_id: str) -> str:
+        """Exists (with a short TTL the client keeps renewing) while the client is alive;
+        workers skip the nodes of a client whose lease is gone."""
+        return f"{self.ns}:client:{client_id}:lease"
+
     # worker registry: which tools each live worker serves (heartbeated, with a TTL)
     def worker(self, worker_id: str) -> str:
         return f"{self.ns}:worker:{worker_id}"

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "broker (queued or held by a worker); the nodes of a message that vanished are sent "
         "again.",
     )
+    client_lease: float = Field(
+        default=30.0,
+        ge=1,
+        description="Seconds after a client died (no clean close) before workers stop starting "
+        "its queued nodes; the client renews its lease every third of that.",
+    )
     stop_grace: float = Field(
         default=25.0,
         ge=0,

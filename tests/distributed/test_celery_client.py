@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -203,9 +204,70 @@ def test_cancel_then_exit_stops_the_queued_nodes(cluster: LocalCluster) -> None:
         assert proc.returncode == 0
         assert b"cancelled" in out
         # the workers drain what is left: revoked messages are dropped, not run
-        wait_until(lambda: client.llen(queue) == 0 and not client.hlen("unacked"), "an idle pool")
+        wait_until(
+            lambda: client.llen(queue) == 0 and not client.hlen(cluster.keys.celery_unacked()),
+            "an idle pool",
+        )
         executed = int(client.get(key) or 0)
         assert executed < n // 4, f"{executed} of {n} cancelled nodes ran"
+    finally:
+        client.delete(key, started)
+        client.close()
+
+
+# -- a client that dies: its lease expires and the workers stop starting its nodes -------------
+_DIE_MID_RUN = """
+import os, signal, sys
+sys.path.insert(0, {here!r})
+import redis
+from client_tools import c_count
+from aethergraph import graph_fn, submit
+from aethergraph.execution.celery import CeleryExecutor
+from aethergraph.settings import get_settings
+
+settings = get_settings().model_copy(
+    update={{"broker_url": {url!r}, "namespace": {ns!r}, "client_lease": 2.0}}
+)
+executor = CeleryExecutor(settings=settings)
+
+@graph_fn(name="client_dies")
+async def many():
+    return {{"ys": [c_count(key={key!r}, i=i, seconds=0.2)["y"] for i in range({n})]}}
+
+handle = submit(many, executor=executor)
+client = redis.Redis.from_url({url!r}, socket_timeout=None)
+client.blpop([{started!r}], timeout=60)  # the test says: nodes are running
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no cleanup: the lease just stops
+"""
+
+
+def test_a_killed_clients_queued_nodes_stop_being_started_and_its_keys_expire(
+    cluster: LocalCluster,
+) -> None:
+    n = 300
+    key = f"{cluster.namespace}:test:count:{uuid.uuid4().hex}"
+    started = f"{cluster.namespace}:test:go:{uuid.uuid4().hex}"
+    script = _DIE_MID_RUN.format(
+        here=str(HERE), url=cluster.url, ns=cluster.namespace, key=key, n=n, started=started
+    )
+    client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
+    queue = cluster.keys.tool_queue(None)
+    try:
+        before = set(client.keys(f"{cluster.namespace}:client:*"))
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        wait_until(lambda: int(client.get(key) or 0) >= 1, "the first node to run")
+        client.rpush(started, "go")
+        assert proc.wait(60) == -signal.SIGKILL
+        # within the 2 s lease the workers drop the rest of its nodes instead of running them
+        wait_until(
+            lambda: client.llen(queue) == 0 and not client.hlen(cluster.keys.celery_unacked()),
+            "an idle pool",
+        )
+        executed = int(client.get(key) or 0)
+        assert executed < n // 2, f"{executed} of {n} nodes of a dead client ran"
+        left = set(client.keys(f"{cluster.namespace}:client:*")) - before
+        assert left, "the dead client wrote no keys at all?"
+        assert all(client.pttl(k) > 0 for k in left), "a dead client's key without expiry"
     finally:
         client.delete(key, started)
         client.close()

@@ -48,6 +48,8 @@ class RawClient:
         self.keys = cluster.keys
         self.redis = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
         self.client_id = f"rawtest-{uuid.uuid4().hex[:8]}"
+        # a live client, as workers require of the nodes they start (expires by itself)
+        self.redis.set(self.keys.client_lease(self.client_id), "1", ex=600)
 
     def meta(self, node_id: str) -> dict[str, Any]:
         return {"run_id": f"raw-{uuid.uuid4().hex[:8]}", "graph_id": "g", "node_id": node_id,

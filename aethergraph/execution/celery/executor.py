@@ -29,6 +29,7 @@ from aethergraph.execution.celery.discovery import LiveWorkers
 from aethergraph.execution.celery.dispatch import Dispatcher
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight
+from aethergraph.execution.celery.lease import Lease
 from aethergraph.execution.celery.lost import LostMessages
 from aethergraph.execution.celery.orphans import Orphans
 from aethergraph.execution.celery.recovery import Recovery
@@ -116,6 +117,7 @@ class CeleryExecutor(Executor):
         self._listener: ResultListener | None = None
         self._lost: LostMessages | None = None
         self._orphans: Orphans | None = None
+        self._lease: Lease | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,6 +130,8 @@ class CeleryExecutor(Executor):
         try:
             server = await commands.info("server")
             blmpop = int(str(server.get("redis_version", "0")).split(".")[0]) >= 7
+            self._lease = Lease(commands, self.keys, self.client_id, self.settings.client_lease)
+            await self._lease.renew()  # before the first message: workers check it
             await self._follower.start()
         except BaseException:
             await self._close_clients()
@@ -158,6 +162,7 @@ class CeleryExecutor(Executor):
         self._background.spawn(self._listener.run(), "result listener")
         self._background.spawn(self._lost.run(), "lost-message check")
         self._background.spawn(self._orphans.run(), "orphan check")
+        self._background.spawn(self._lease.run(), "lease")
 
     async def close(self) -> None:
         # first: revokes asked for must reach the workers even when the process exits next
@@ -165,6 +170,9 @@ class CeleryExecutor(Executor):
         await self._dispatcher.stop()
         await self._follower.close()
         await self._background.cancel_all()
+        if self._lease is not None:
+            await self._lease.release()
+            self._lease = None
         await self._close_clients()
         self._dispatcher.redis = None
         self._listener = self._lost = self._orphans = None

@@ -151,11 +151,18 @@ class NodeRunner:
             )
         return outcome
 
-    def run_pack(self, spec: ToolSpec, nodes: list[dict[str, Any]], push: Push) -> None:
+    def run_pack(
+        self,
+        spec: ToolSpec,
+        nodes: list[dict[str, Any]],
+        push: Push,
+        go_on: Callable[[], bool] = lambda: True,
+    ) -> None:
         """Run a pack of nodes of one tool, pushing outcomes as they come.
 
         A soft-limit signal here can only be the client revoking the pack (packed nodes have no
-        timeout): the pack stops; what finished is still pushed.
+        timeout): the pack stops; what finished is still pushed. ``go_on`` is asked before each
+        sync node: False (the client is gone) stops the pack.
         """
         done: list[Finished] = []
         jobs: list[tuple[dict[str, Any], NodeJob]] = []
@@ -176,6 +183,8 @@ class NodeRunner:
                 return
             flushed = time.monotonic()
             for node, job in jobs:
+                if not go_on():
+                    return
                 outcome = _run_sync(job)
                 done.append(Finished(str(node["id"]), node, outcome))
                 if _interrupted(outcome):

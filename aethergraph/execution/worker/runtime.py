@@ -28,6 +28,7 @@ from aethergraph.errors import ConfigurationError
 from aethergraph.execution.wire import META
 from aethergraph.execution.worker import bad_messages
 from aethergraph.execution.worker.heartbeat import Heartbeat
+from aethergraph.execution.worker.leases import Leases
 from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
 from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.services import WorkerServices
@@ -76,6 +77,7 @@ class WorkerRuntime:
             settings, self.keys, bootstrap=bootstrap, log_level=log_level
         )
         self.pusher = OutcomePusher(settings, self.keys, lambda: self.services.builtins.artifacts)
+        self.leases = Leases(self.keys, self.pusher.redis)
         if async_concurrency is None:
             async_concurrency = settings.async_concurrency
         if async_concurrency < 1:
@@ -121,8 +123,18 @@ class WorkerRuntime:
         if self.pool == "prefork":
             self.stop.protect_pool_process()
         client = str(meta["client"])
+        if not self.leases.alive(client):
+            log.warning(
+                "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
+            )
+            return
         if "pack" in meta:
-            self.runner.run_pack(spec, meta["pack"], lambda done: self.pusher.push(client, done))
+            self.runner.run_pack(
+                spec,
+                meta["pack"],
+                lambda done: self.pusher.push(client, done),
+                go_on=lambda: self.leases.alive(client),
+            )
             return
         try:
             args = self.pusher.decode_args(kwargs)

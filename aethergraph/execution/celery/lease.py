@@ -1,0 +1,49 @@
+"""The client's lease: workers start this client's nodes only while it is alive.
+
+A client that dies (SIGKILL, a closed laptop, a crashed kernel) leaves its queued messages
+behind; without a lease its workers would go on running them for a result nobody reads. While
+an executor is started it keeps one key, ``Keys.client_lease(client id)``, alive with a TTL of
+``settings.client_lease`` seconds, refreshed every third of that; a clean ``close()`` deletes it
+at once. A worker checks the key before it starts a node (``execution/worker/leases.py``) and
+skips the nodes of a client whose lease is gone. Nodes already running finish; their outcomes go
+to a result list that expires by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+
+from aethergraph.execution.celery.broker import BROKER_ERRORS
+from aethergraph.keys import Keys
+
+log = logging.getLogger("aethergraph")
+
+
+class Lease:
+    """Keeps this client's lease key alive while the executor is started."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, client_id: str, ttl: float) -> None:
+        self._client = client
+        self._key = keys.client_lease(client_id)
+        self.ttl = ttl
+
+    async def renew(self) -> None:
+        await self._client.set(self._key, "1", px=max(1, int(self.ttl * 1000)))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except BROKER_ERRORS as exc:  # the listener and dispatcher handle outages
+                log.debug("lease renewal skipped: %s", exc)
+
+    async def release(self) -> None:
+        """A clean close: the workers skip whatever of ours is still queued."""
+        try:
+            await self._client.delete(self._key)
+        except BROKER_ERRORS as exc:  # it expires by itself
+            log.warning("could not release the client lease %s: %s", self._key, exc)

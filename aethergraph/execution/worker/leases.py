@@ -1,0 +1,47 @@
+"""Whether a node's client is still alive, as its lease says (``execution/celery/lease.py``).
+
+Checked before each node starts, with the answer kept for :data:`FRESH` seconds per client, so
+a fan-out of thousands of nodes costs one ``EXISTS`` per client per second and process, not one
+per node. When the broker cannot be asked, the client counts as alive: a broker blip must never
+drop work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from aethergraph.keys import Keys
+
+log = logging.getLogger("aethergraph.worker")
+
+FRESH = 1.0  # seconds an answer is trusted
+
+
+class Leases:
+    """Cached answers to "is this client alive?" for one worker process."""
+
+    def __init__(self, keys: Keys, redis_client: Callable[[], redis.Redis]) -> None:
+        self._keys = keys
+        self._redis = redis_client
+        self._known: dict[str, tuple[float, bool]] = {}  # client id -> (checked at, alive)
+
+    def alive(self, client: str) -> bool:
+        now = time.monotonic()
+        known = self._known.get(client)
+        if known is not None and now - known[0] < FRESH:
+            return known[1]
+        try:
+            alive = bool(self._redis().exists(self._keys.client_lease(client)))
+        except redis.RedisError as exc:
+            log.warning(
+                "could not check the lease of client %s (%s): running its node", client, exc
+            )
+            return True
+        if len(self._known) > 1000:
+            self._known.clear()
+        self._known[client] = (now, alive)
+        return alive
