@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev demo test lint format typecheck check bench bench-compare clean
+.PHONY: dev demo test lint format typecheck check bench bench-compare chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ check: lint typecheck test
 
 bench: dev
 	$(BIN)/python -m bench
+
+# every chaos scenario 10 times, then the table (not in CI: ~15 min); TRIALS=N ONLY=substring
+TRIALS ?= 10
+chaos: dev
+	$(BIN)/python tests/chaos/table.py --trials $(TRIALS) --only "$(ONLY)"
 
 # this tree against REV, interleaved: make bench-compare REV=main~1 [PAIRS=5] [ONLY=inprocess,celery]
 REV ?= main

@@ -90,6 +90,7 @@ class RedisServer:
         password: str | None = None,
         executable: str | None = None,
         startup_timeout: float = 30.0,
+        persistent: bool = False,
     ) -> None:
         if port is not None and (isinstance(port, bool) or not 0 < port < 65536):
             raise ConfigurationError(f"RedisServer(port=...) must be 1..65535 or None, got {port}")
@@ -100,6 +101,9 @@ class RedisServer:
                 f"RedisServer(startup_timeout=...) must be > 0 seconds, got {startup_timeout!r}"
             )
         self.executable = executable
+        #: an append-only file in the server's folder (fsync on every write), so a restart
+        #: keeps the data, as a production broker configured with AOF does
+        self.persistent = persistent
         self.password = password
         self.startup_timeout = float(startup_timeout)
         self._fixed_port = port
@@ -180,7 +184,7 @@ class RedisServer:
             f"bind {_HOST}",
             "protected-mode yes",
             'save ""',
-            "appendonly no",
+            *(["appendonly yes", "appendfsync always"] if self.persistent else ["appendonly no"]),
             f"dir {self._dir}",
             f"logfile {self._dir / 'redis.log'}",
             "daemonize no",
@@ -241,7 +245,8 @@ class RedisServer:
             self._proc.wait(_STOP_TIMEOUT)
 
     def restart(self) -> RedisServer:
-        """Stop the server if it runs, then start it again, empty, on the same port and URL."""
+        """Stop the server if it runs, then start it again on the same port and URL: empty, or
+        with its data if it is ``persistent``."""
         if self._port is not None:
             self._fixed_port = self._port  # a restart must come back where clients look
         self._terminate()

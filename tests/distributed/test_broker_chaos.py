@@ -160,7 +160,7 @@ def test_a_node_whose_message_the_broker_lost_is_sent_again(
     broker: tuple[RedisServer, LocalCluster],
 ) -> None:
     server, cluster = broker
-    executor = _executor(cluster, lost_message_check=0.3)
+    executor = _executor(cluster, lost_message_check=1.0)
     started = f"{cluster.namespace}:test:started:{uuid.uuid4().hex}"
     release = f"{cluster.namespace}:test:release:{uuid.uuid4().hex}"
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ class Dispatcher:
         self._background = background
         self._stats = stats
         self._outage = Outage(settings.broker_url or "", settings.broker_outage_timeout)
+        self._lease = settings.client_lease
         self.redis: aioredis.Redis | None = None  # set by the executor's start()
         self._outbox: deque[_Entry] = deque()
         self._waiting: list[tuple[NodeJob, DoneCallback, float]] = []
@@ -290,6 +292,12 @@ class Dispatcher:
             on_done(job, NodeOutcome(failure=failure_from(exc)))
             return None
 
+    def _message_meta(self) -> dict[str, Any]:
+        """Who sent a message, when, and how long the sender's lease lasts: a worker skips a
+        message whose client's lease is gone *and* that is older than the lease (a fresh one
+        may just have met a broker restart that wiped the lease before its next renewal)."""
+        return {"client": self._client_id, "sent": time.time(), "lease": self._lease}
+
     def _node_meta(self, job: NodeJob) -> dict[str, Any]:
         return {
             "run_id": job.run_id,
@@ -303,7 +311,7 @@ class Dispatcher:
         """One node, one Celery message (with the tool's time limits)."""
         job, on_done, kwargs = entry
         task_id = uuid.uuid4().hex
-        kwargs[META] = {"client": self._client_id, **self._node_meta(job)}
+        kwargs[META] = {**self._message_meta(), **self._node_meta(job)}
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
@@ -341,7 +349,7 @@ class Dispatcher:
         envelope = task_envelope(
             task_id=pack_id,
             task_name=tool_name,
-            kwargs={META: {"client": self._client_id, "pack": nodes}},
+            kwargs={META: {**self._message_meta(), "pack": nodes}},
             queue=queue,
             time_limit=None,
             soft_time_limit=None,

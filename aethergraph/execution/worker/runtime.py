@@ -123,7 +123,7 @@ class WorkerRuntime:
         if self.pool == "prefork":
             self.stop.protect_pool_process()
         client = str(meta["client"])
-        if not self.leases.alive(client):
+        if not self.leases.wanted(meta):
             log.warning(
                 "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
             )
@@ -133,7 +133,7 @@ class WorkerRuntime:
                 spec,
                 meta["pack"],
                 lambda done: self.pusher.push(client, done),
-                go_on=lambda: self.leases.alive(client),
+                go_on=lambda: self.leases.wanted(meta),
             )
             return
         try:
