@@ -1,4 +1,4 @@
-"""Chaos scenarios: a run on a real two-worker pool, one real fault in the middle, every node checked.
+"""Chaos scenarios: a run on a real two-worker pool, one real fault midway, every node checked.
 
 Each trial starts its own private ``redis-server`` (never the machine's shared Redis; the trial
 may kill and restart it) and a ``LocalCluster`` of two prefork (or threads) workers with two

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenarios import ALL, Trial, run_trial, summary  # noqa: E402
+from scenarios import ALL, Trial, run_trial, summary
 
 
 def _seconds(value: float | None) -> str:
