@@ -160,6 +160,38 @@ def test_celery_builtin_tasks_are_not_served(raw: RawClient) -> None:
         assert failure["retryable"] is False
 
 
+def test_a_message_naming_a_client_without_a_lease_writes_nothing(
+    cluster: LocalCluster, raw: RawClient
+) -> None:
+    """A forged message cannot make a worker write to a result list of its choosing (it once
+    could, 13.7 MB at a time): a node runs only for a client whose lease is alive."""
+    made_up = f"forged-{uuid.uuid4().hex[:8]}"
+    key = raw.keys.client_results(made_up)
+    meta = {**raw.meta("forged"), "client": made_up, "sent": 0, "lease": 30}  # old: no wait
+    task_id = uuid.uuid4().hex
+    envelope = task_envelope(
+        task_id=task_id,
+        task_name="d_big",
+        kwargs={"n": 4_000_000, META: meta},
+        queue=raw.keys.tool_queue(None),
+        time_limit=None,
+        soft_time_limit=None,
+        kwargs_repr="{}",
+        delivery_tag=task_id,
+    )
+    raw.redis.lpush(raw.keys.tool_queue(None), envelope)
+    ok = raw.send("d_inc", {"x": 1}, raw.meta("after"))  # taken after the forged one
+    (outcome,) = raw.outcomes(1)
+    assert outcome["task_id"] == ok
+    queue = raw.keys.tool_queue(None)
+    wait_until(
+        lambda: not raw.redis.llen(queue)
+        and not raw.redis.hexists(raw.keys.celery_unacked(), task_id),
+        "the forged message to be taken and dropped",
+    )
+    assert not raw.redis.exists(key)
+
+
 def test_bad_messages_are_dead_lettered_and_the_workers_keep_serving(
     cluster: LocalCluster, raw: RawClient
 ) -> None:

@@ -104,16 +104,24 @@ class Dispatcher:
         self._outbox: deque[_Entry] = deque()
         self._waiting: list[tuple[NodeJob, DoneCallback, float]] = []
         self._unsent: set[str] = set()  # keys of submitted nodes not published yet
+        self._front: set[str] = set()  # keys of nodes sent again: they jump the queue
         self._task: asyncio.Task[None] | None = None
 
     @property
     def unsent(self) -> int:
         return len(self._unsent)
 
-    def submit(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
+    def submit(
+        self, jobs: Sequence[NodeJob], on_done: DoneCallback, *, front: bool = False
+    ) -> None:
+        """Queue nodes for publishing. ``front``: nodes sent again after their worker died or
+        stopped, published to the *front* of their queue (``RPUSH``: workers pop from the right)
+        so that recovery does not wait behind everything queued since."""
         for job in jobs:
             self._outbox.append((job, on_done))
             self._unsent.add(job.key)
+            if front:
+                self._front.add(job.key)
         if self._task is None or self._task.done():
             self._task = self._background.spawn(self._run(), "dispatcher")
 
@@ -160,6 +168,7 @@ class Dispatcher:
                 internal = InternalError(f"the Celery dispatcher failed: {exc!r}")
                 internal.__cause__ = exc
                 self._fail(batch, internal, retryable=False)
+        self._front.intersection_update(self._unsent)  # marks of nodes cancelled or failed
 
     def _take_ready(self) -> list[_Entry]:
         """The nodes to publish now: waiting ones a worker serves by now, then the outbox."""
@@ -324,7 +333,7 @@ class Dispatcher:
             kwargs_repr=short_repr(kwargs),
             delivery_tag=task_id,
         )
-        self._queue_envelope(pipe, queue, envelope)
+        self._queue_envelope(pipe, queue, envelope, front=self._jumps([job]))
         message = Sent(task_id, queue)
         self._table.add(message, ((task_id, job, on_done),))
         messages.append(message)
@@ -358,11 +367,23 @@ class Dispatcher:
             + (", ...>" if len(nodes) > 3 else ">"),
             delivery_tag=pack_id,
         )
-        self._queue_envelope(pipe, queue, envelope)
+        self._queue_envelope(pipe, queue, envelope, front=self._jumps([e[0] for e in entries]))
         messages.append(message)
 
-    def _queue_envelope(self, pipe: Any, queue: str, envelope: bytes) -> None:
-        pipe.lpush(queue, envelope)
+    def _jumps(self, jobs: Sequence[NodeJob]) -> bool:
+        """Does this message go to the front of its queue? (forgets the marks either way)"""
+        front = self._front
+        if not front:
+            return False
+        marked = [job.key for job in jobs if job.key in front]
+        front.difference_update(marked)
+        return bool(marked)
+
+    def _queue_envelope(self, pipe: Any, queue: str, envelope: bytes, *, front: bool) -> None:
+        if front:
+            pipe.rpush(queue, envelope)
+        else:
+            pipe.lpush(queue, envelope)
         self._stats["published"] += 1
         self._stats["published_bytes"] += len(envelope)
 

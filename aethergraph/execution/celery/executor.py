@@ -109,7 +109,7 @@ class CeleryExecutor(Executor):
         )
         self.recovery = Recovery(
             table=self._table,
-            resubmit=self._dispatcher.submit,
+            resubmit=lambda jobs, on_done: self._dispatcher.submit(jobs, on_done, front=True),
             in_flight=self._in_flight_key,
             max_kills=base.max_worker_kills,
         )

@@ -3,10 +3,11 @@
 A client that dies (SIGKILL, a closed laptop, a crashed kernel) leaves its queued messages
 behind; without a lease its workers would go on running them for a result nobody reads. While
 an executor is started it keeps one key, ``Keys.client_lease(client id)``, alive with a TTL of
-``settings.client_lease`` seconds, refreshed every third of that; a clean ``close()`` deletes it
-at once. A worker checks the key before it starts a node (``execution/worker/leases.py``) and
-skips the nodes of a client whose lease is gone. Nodes already running finish; their outcomes go
-to a result list that expires by itself.
+``settings.client_lease`` seconds, renewed every :data:`RENEW_EVERY` seconds at most (so that
+a lease wiped by a Redis restart without persistence is back within that); a clean ``close()``
+deletes it at once. A worker checks the key before it starts a node
+(``execution/worker/leases.py``) and skips the nodes of a client whose lease is gone. Nodes
+already running finish; their outcomes go to a result list that expires by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from aethergraph.execution.celery.broker import BROKER_ERRORS
 from aethergraph.keys import Keys
 
 log = logging.getLogger("aethergraph")
+
+RENEW_EVERY = 2.0  # seconds between renewals at most (a third of the lease if that is shorter)
 
 
 class Lease:
@@ -35,7 +38,7 @@ class Lease:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(min(self.ttl / 3, RENEW_EVERY))
             try:
                 await self.renew()
             except BROKER_ERRORS as exc:  # the listener and dispatcher handle outages

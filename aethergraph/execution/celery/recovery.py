@@ -35,7 +35,7 @@ from aethergraph.execution.celery.inflight import InFlight, Sent
 
 log = logging.getLogger("aethergraph")
 
-#: publishes nodes again (the dispatcher's ``submit``)
+#: publishes nodes again, at the front of their queue (the dispatcher's ``submit``)
 Resubmit = Callable[[Sequence[NodeJob], DoneCallback], None]
 
 

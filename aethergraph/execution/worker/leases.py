@@ -1,10 +1,12 @@
 """Whether a message's client is still alive, as its lease says (``execution/celery/lease.py``).
 
-A message is dropped when its client's lease key is gone *and* the message is older than the
-lease (``sent`` and ``lease`` in its metadata): a Redis restart without persistence wipes every
-lease, and a client renews its lease only every third of it, so a message sent just before
-such a restart must not be taken for a dead client's. (Its clock and the worker's are compared:
-keep them within a few seconds, as NTP does.)
+A node runs only while its client's lease key exists: no live client, no run and no outcome
+written anywhere (a forged message naming a made-up client writes nothing). One exception in
+time: a Redis restart without persistence wipes every lease, and a client renews its lease
+every :data:`~aethergraph.execution.celery.lease.RENEW_EVERY` seconds, so for a message younger
+than its lease (``sent`` and ``lease`` in its metadata) a missing lease is waited for up to
+:data:`WAIT_FOR_RENEWAL` seconds before the message is dropped. (The client's clock and the
+worker's are compared: keep them within a few seconds, as NTP does.)
 
 Checked before each node starts, with the answer kept for :data:`FRESH` seconds per client, so
 a fan-out of thousands of nodes costs one ``EXISTS`` per client per second and process, not one
@@ -26,6 +28,7 @@ from aethergraph.keys import Keys
 log = logging.getLogger("aethergraph.worker")
 
 FRESH = 1.0  # seconds an answer is trusted
+WAIT_FOR_RENEWAL = 3.0  # seconds a young message waits for a wiped lease to be renewed
 
 
 class Leases:
@@ -35,15 +38,29 @@ class Leases:
         self._keys = keys
         self._redis = redis_client
         self._known: dict[str, tuple[float, bool]] = {}  # client id -> (checked at, alive)
+        self._gone: set[str] = set()  # clients whose lease was waited for in vain
 
     def wanted(self, meta: dict[str, Any]) -> bool:
         """Should this message's nodes still be started? (see the module docstring)"""
+        client = str(meta["client"])
+        if self.alive(client):
+            return True
         try:
-            age = time.time() - float(meta.get("sent", 0.0))
-            lease = float(meta.get("lease", 0.0))
+            young = time.time() - float(meta.get("sent", 0.0)) <= float(meta.get("lease", 0.0))
         except (TypeError, ValueError):
-            return True  # no usable stamp: run it
-        return age <= lease or self.alive(str(meta["client"]))
+            young = False
+        if not young or client in self._gone:
+            return False
+        deadline = time.monotonic() + WAIT_FOR_RENEWAL
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            self._known.pop(client, None)
+            if self.alive(client):
+                return True
+        if len(self._gone) > 1000:
+            self._gone.clear()
+        self._gone.add(client)  # its other messages are dropped without waiting
+        return False
 
     def alive(self, client: str) -> bool:
         now = time.monotonic()
