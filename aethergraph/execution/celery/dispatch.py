@@ -73,6 +73,31 @@ _Entry = tuple[NodeJob, DoneCallback]
 _Encoded = tuple[NodeJob, DoneCallback, dict[str, Any]]
 
 
+def message_meta(client_id: str, lease: float) -> dict[str, Any]:
+    """Who sent a message, when, and how long the sender's lease lasts: a worker skips a
+    message whose client's lease is gone (``execution/worker/leases.py``)."""
+    return {"client": client_id, "sent": time.time(), "lease": lease}
+
+
+def node_meta(job: NodeJob) -> dict[str, Any]:
+    return {
+        "run_id": job.run_id,
+        "graph_id": job.graph_id,
+        "node_id": job.node_id,
+        "attempt": job.attempt,
+        "timeout": job.timeout,
+    }
+
+
+def take_marks(front: set[str], jobs: Sequence[NodeJob]) -> bool:
+    """Does a message of ``jobs`` go to the front of its queue? (forgets their marks)"""
+    if not front:
+        return False
+    marked = [job.key for job in jobs if job.key in front]
+    front.difference_update(marked)
+    return bool(marked)
+
+
 class Dispatcher:
     """The outbox and the publisher of one ``CeleryExecutor``."""
 
@@ -301,26 +326,11 @@ class Dispatcher:
             on_done(job, NodeOutcome(failure=failure_from(exc)))
             return None
 
-    def _message_meta(self) -> dict[str, Any]:
-        """Who sent a message, when, and how long the sender's lease lasts: a worker skips a
-        message whose client's lease is gone *and* that is older than the lease (a fresh one
-        may just have met a broker restart that wiped the lease before its next renewal)."""
-        return {"client": self._client_id, "sent": time.time(), "lease": self._lease}
-
-    def _node_meta(self, job: NodeJob) -> dict[str, Any]:
-        return {
-            "run_id": job.run_id,
-            "graph_id": job.graph_id,
-            "node_id": job.node_id,
-            "attempt": job.attempt,
-            "timeout": job.timeout,
-        }
-
     def _add_task(self, pipe: Any, messages: list[Sent], entry: _Encoded, queue: str) -> None:
         """One node, one Celery message (with the tool's time limits)."""
         job, on_done, kwargs = entry
         task_id = uuid.uuid4().hex
-        kwargs[META] = {**self._message_meta(), **self._node_meta(job)}
+        kwargs[META] = {**message_meta(self._client_id, self._lease), **node_meta(job)}
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
@@ -333,7 +343,7 @@ class Dispatcher:
             kwargs_repr=short_repr(kwargs),
             delivery_tag=task_id,
         )
-        self._queue_envelope(pipe, queue, envelope, front=self._jumps([job]))
+        self._queue_envelope(pipe, queue, envelope, front=take_marks(self._front, [job]))
         message = Sent(task_id, queue)
         self._table.add(message, ((task_id, job, on_done),))
         messages.append(message)
@@ -349,7 +359,7 @@ class Dispatcher:
         carried = []
         for index, (job, on_done, kwargs) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
-            node = self._node_meta(job)
+            node = node_meta(job)
             node["id"] = node_key
             node["args"] = kwargs
             nodes.append(node)
@@ -358,7 +368,7 @@ class Dispatcher:
         envelope = task_envelope(
             task_id=pack_id,
             task_name=tool_name,
-            kwargs={META: {**self._message_meta(), "pack": nodes}},
+            kwargs={META: {**message_meta(self._client_id, self._lease), "pack": nodes}},
             queue=queue,
             time_limit=None,
             soft_time_limit=None,
@@ -367,17 +377,10 @@ class Dispatcher:
             + (", ...>" if len(nodes) > 3 else ">"),
             delivery_tag=pack_id,
         )
-        self._queue_envelope(pipe, queue, envelope, front=self._jumps([e[0] for e in entries]))
+        self._queue_envelope(
+            pipe, queue, envelope, front=take_marks(self._front, [e[0] for e in entries])
+        )
         messages.append(message)
-
-    def _jumps(self, jobs: Sequence[NodeJob]) -> bool:
-        """Does this message go to the front of its queue? (forgets the marks either way)"""
-        front = self._front
-        if not front:
-            return False
-        marked = [job.key for job in jobs if job.key in front]
-        front.difference_update(marked)
-        return bool(marked)
 
     def _queue_envelope(self, pipe: Any, queue: str, envelope: bytes, *, front: bool) -> None:
         if front:

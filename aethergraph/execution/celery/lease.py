@@ -49,4 +49,6 @@ class Lease:
         try:
             await self._client.delete(self._key)
         except BROKER_ERRORS as exc:  # it expires by itself
-            log.warning("could not release the client lease %s: %s", self._key, exc)
+            log.info(
+                "could not release the client lease %s (it expires by itself): %s", self._key, exc
+            )
