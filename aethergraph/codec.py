@@ -24,7 +24,10 @@ tzinfo becomes a fixed ``datetime.timezone``.
 Not supported (:class:`CodecError` naming the type and where it was): functions, lambdas,
 generators, sockets, files, locks, classes, arbitrary objects, reference cycles.
 
-Security: decoding never imports anything. Class-based tags carry ``"module:Qualname"``; decode
+Security: decoding never imports anything, and builds only the classes it is allowed to
+(``decode(data, accepted=...)``: a message about a tool may name the classes of that tool's
+signature and those registered with :func:`aethergraph.accepted_types.accept`; see
+:mod:`aethergraph.accepted_types`). Class-based tags carry ``"module:Qualname"``; decode
 resolves them only when the module is already in ``sys.modules``, looks the name up through
 ``__dict__`` (no module ``__getattr__`` hooks) and accepts the result only when it is the expected
 kind of class. A message must never make a process import or run code it did not choose to.
@@ -47,11 +50,14 @@ import math
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any
 
 from pydantic import BaseModel
+
+from aethergraph import accepted_types
 
 # CodecError lives in errors.py with the rest of the hierarchy; re-exported here for old imports.
 from aethergraph.errors import CodecError
@@ -61,6 +67,10 @@ TAG = "__ag__"
 _SCALARS = frozenset({str, int, bool, type(None)})  # JSON-native as they are (float: not nan)
 _JSON_SCALARS = _SCALARS | {float}
 _MISSING = object()
+#: the classes the decode in progress may build (None: any imported class of the right kind)
+_accepted: ContextVar[frozenset[type] | None] = ContextVar(
+    "aethergraph_codec_accepted", default=None
+)
 _FIX = (
     "Use JSON-compatible data (dict/list/str/int/float/bool/None), a pydantic model or bytes "
     "for tool arguments and outputs; save big or binary data with context.artifacts() and "
@@ -124,7 +134,15 @@ def _resolve(kind: str, ref: Any) -> Any:
     module_name = ref.partition(":")[0] if isinstance(ref, str) else ""
     obj = _lookup(ref) if isinstance(ref, str) else _MISSING
     if isinstance(obj, type) and check(obj):
-        return obj
+        accepted = _accepted.get()
+        if accepted is None or obj in accepted or obj in accepted_types.registered():
+            return obj
+        raise CodecError(
+            f"cannot decode {what} {ref!r}: the tool's signature does not name it, and a message "
+            "may only make a process build the classes it expects. Annotate the tool's parameter "
+            "or return type with it, or call aethergraph.accepted_types.accept("
+            f"{ref.partition(':')[2]}) where it is defined."
+        )
     if module_name and module_name not in sys.modules:
         why = f"module {module_name!r} is not imported in this process"
     elif obj is _MISSING:
@@ -364,7 +382,7 @@ def _dec_tagged(d: dict[str, Any]) -> Any:
     if tag == "ref":
         if not is_ref(d):
             raise CodecError(f"cannot decode malformed 'ref' value {d!r}")
-        return Offloaded(d["uri"], d.get("size"))
+        return Offloaded(d["uri"], d.get("size"), _accepted.get())
     decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
     if decoder is None:
         raise CodecError(
@@ -395,12 +413,19 @@ def _dec(d: Any) -> Any:
     )
 
 
-def decode(data: Any) -> Any:
-    """The value that :func:`encode` turned into ``data``; imports nothing (see module doc)."""
+def decode(data: Any, *, accepted: frozenset[type] | None = None) -> Any:
+    """The value that :func:`encode` turned into ``data``; imports nothing (see module doc).
+
+    ``accepted``: the only classes (models, dataclasses, enums, NamedTuples) ``data`` may name —
+    a message's decode passes its tool's (``accepted_types.signature_types``); ``None`` accepts
+    any imported class of the right kind (the process's own stores)."""
+    token = _accepted.set(accepted)
     try:
         return _dec(data)
     except RecursionError:
         raise CodecError("cannot decode: the data is nested too deeply") from None
+    finally:
+        _accepted.reset(token)
 
 
 def serialize(data: Any) -> str:
@@ -435,11 +460,15 @@ class Offloaded:
     needed, by :func:`materialize`.
     """
 
-    __slots__ = ("size", "uri")
+    __slots__ = ("accepted", "size", "uri")
 
-    def __init__(self, uri: str, size: int | None = None) -> None:
+    def __init__(
+        self, uri: str, size: int | None = None, accepted: frozenset[type] | None = None
+    ) -> None:
         self.uri = uri
         self.size = size
+        #: the classes its value may name once loaded (those of the message it came in)
+        self.accepted = accepted
 
     def marker(self) -> dict[str, Any]:
         return {TAG: "ref", "uri": self.uri, "size": self.size}

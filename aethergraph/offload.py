@@ -42,7 +42,7 @@ async def materialize(value: Any, store: ArtifactStore) -> Any:
     if not contains_offloaded(value):
         return value
     if type(value) is Offloaded:
-        return decode(await inline(value.marker(), store))
+        return decode(await inline(value.marker(), store), accepted=value.accepted)
     if isinstance(value, dict):
         keys = list(value)
         items = await asyncio.gather(*(materialize(value[k], store) for k in keys))

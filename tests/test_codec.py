@@ -372,3 +372,62 @@ def test_an_argument_that_cannot_be_encoded_is_not_told_to_return_something() ->
     assert message.startswith("cannot encode node 'f_0' argument['rows']:")
     assert "Return" not in message
     assert "tool arguments and outputs" in message
+
+
+# -- accepted classes: a message builds only what its tool's signature names -------------------
+class Secret(BaseModel):
+    """Imported, but in no tool's signature: a message must not be able to build it."""
+
+    value: int
+
+
+def _tool_with_models(rows: list[Nested] | None, item: Item, frozen: Frozen) -> dict[str, Row]:
+    return {}
+
+
+def test_signature_types_follow_annotations_and_fields() -> None:
+    from aethergraph.accepted_types import signature_types
+
+    found = signature_types(_tool_with_models)
+    # Nested's fields bring Row; Frozen's bring Point; the return annotation names Row too
+    assert found == {Nested, Row, Item, Frozen, Point}
+
+
+def test_decode_builds_only_accepted_classes() -> None:
+    from aethergraph.accepted_types import signature_types
+
+    accepted = signature_types(_tool_with_models)
+    row = Row(name="a", when=dt.datetime(2026, 1, 1))
+    assert decode(encode({"r": row}), accepted=accepted) == {"r": row}
+    forged = encode({"s": Secret(value=1)})
+    assert decode(forged) == {"s": Secret(value=1)}  # the process's own data: no restriction
+    with pytest.raises(CodecError, match="signature does not name it") as info:
+        decode(forged, accepted=accepted)
+    assert "accept(Secret)" in str(info.value)
+
+
+def test_accept_registers_a_class_for_every_tool() -> None:
+    from aethergraph import accepted_types
+
+    class Late(BaseModel):
+        v: int
+
+    Late.__qualname__ = "Late"  # addressable at module level for this test
+    globals()["Late"] = Late
+    try:
+        data = encode(Late(v=3))
+        with pytest.raises(CodecError):
+            decode(data, accepted=frozenset())
+        accepted_types.accept(Late)
+        assert decode(data, accepted=frozenset()) == Late(v=3)
+    finally:
+        accepted_types._registered.discard(Late)
+        del globals()["Late"]
+    with pytest.raises(AetherGraphError, match="takes classes"):
+        accepted_types.accept("Late")  # type: ignore[arg-type]
+
+
+def test_an_offloaded_value_keeps_the_accepted_classes_of_its_message() -> None:
+    ref = {codec.TAG: "ref", "uri": "redis://x", "size": 3}
+    marker = decode({"a": ref}, accepted=frozenset({Row}))["a"]
+    assert marker.accepted == frozenset({Row})

@@ -22,7 +22,7 @@ LAYERS = [
             "watchdog",
         ],
     ),
-    ("services", ["services", "codec", "offload"]),
+    ("services", ["services", "codec", "accepted_types", "offload"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),
     ("scheduling", ["scheduling"]),

@@ -13,11 +13,23 @@ import redis
 from pydantic import BaseModel
 
 from aethergraph import NodeContext, Service, tool
+from aethergraph.accepted_types import accept
 
 
 class Point(BaseModel):
     x: float
     y: float
+
+
+# d_echo(value: Any) passes Points through: its signature does not name them, so say so
+accept(Point)
+
+
+class Unlisted(BaseModel):
+    """Imported by every worker, named by no tool's signature and not accepted: a message
+    naming it is refused (decoding it would run its validators)."""
+
+    v: int
 
 
 def _redis() -> redis.Redis:

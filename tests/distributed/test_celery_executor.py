@@ -67,6 +67,21 @@ def test_diamond_and_nested_refs(cluster: LocalCluster) -> None:
     assert out == {"pair": [3, 3], "whole": {"y": 2}, "t": (1, 2)}
 
 
+def test_a_class_no_signature_names_is_refused_by_the_worker(cluster: LocalCluster) -> None:
+    from celery_tools import Unlisted
+
+    @graph_fn(name="dist_unlisted")
+    async def unlisted() -> Any:
+        return {"out": d_echo(value=Unlisted(v=1))["out"]}
+
+    with pytest.raises(ToolError) as info:
+        cluster.run(unlisted)
+    assert info.value.exc_type == "aethergraph.errors.CodecError"
+    assert "celery_tools:Unlisted" in info.value.message
+    assert "signature does not name it" in info.value.message
+    assert unlisted.last_graph.status_counts()["failed"] == 1
+
+
 def test_rich_types_round_trip_between_tools(cluster: LocalCluster) -> None:
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

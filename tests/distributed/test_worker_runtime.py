@@ -185,8 +185,9 @@ def test_a_message_naming_a_client_without_a_lease_writes_nothing(
     assert outcome["task_id"] == ok
     queue = raw.keys.tool_queue(None)
     wait_until(
-        lambda: not raw.redis.llen(queue)
-        and not raw.redis.hexists(raw.keys.celery_unacked(), task_id),
+        lambda: (
+            not raw.redis.llen(queue) and not raw.redis.hexists(raw.keys.celery_unacked(), task_id)
+        ),
         "the forged message to be taken and dropped",
     )
     assert not raw.redis.exists(key)

@@ -32,6 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aethergraph import codec, jsontext
+from aethergraph.accepted_types import signature_types
 from aethergraph.errors import NodeTimeoutError
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
@@ -145,7 +146,9 @@ class ResultListener:
             )
         else:
             try:
-                outputs = codec.decode(message.get("outputs") or {})
+                outputs = codec.decode(
+                    message.get("outputs") or {}, accepted=signature_types(pending.job.tool.fn)
+                )
                 outcome = NodeOutcome(outputs, started_at=started, finished_at=finished)
             except Exception as exc:
                 outcome = NodeOutcome(

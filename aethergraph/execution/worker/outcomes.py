@@ -32,8 +32,10 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from aethergraph import codec, offload, runtime_loop
+from aethergraph.accepted_types import signature_types
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.wire import outcome_message
+from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.settings import Settings
@@ -92,8 +94,9 @@ class OutcomePusher:
         return self._redis
 
     # -- payload -----------------------------------------------------------------------
-    def decode_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        args = codec.decode(kwargs)
+    def decode_args(self, kwargs: dict[str, Any], spec: ToolSpec) -> dict[str, Any]:
+        """A node's arguments; they may name only the classes of the tool's signature."""
+        args = codec.decode(kwargs, accepted=signature_types(spec.fn))
         if offload.contains_offloaded(args):
             args = runtime_loop.run_sync(offload.materialize(args, self._artifacts()))
         return dict(args)

@@ -121,7 +121,9 @@ async def _run_async_jobs(jobs: Sequence[NodeJob], limit: int, handoff: _Handoff
 class NodeRunner:
     """Runs the nodes of one message in the calling (Celery worker) thread."""
 
-    def __init__(self, decode: Callable[[dict[str, Any]], dict[str, Any]], async_concurrency: int):
+    def __init__(
+        self, decode: Callable[[dict[str, Any], ToolSpec], dict[str, Any]], async_concurrency: int
+    ):
         self._decode = decode
         #: async nodes of one message that may run at once (1: one after another)
         self.async_concurrency = max(1, async_concurrency)
@@ -168,7 +170,9 @@ class NodeRunner:
         jobs: list[tuple[dict[str, Any], NodeJob]] = []
         for node in nodes:
             try:
-                jobs.append((node, make_job(spec, node, self._decode(node.get("args") or {}))))
+                jobs.append(
+                    (node, make_job(spec, node, self._decode(node.get("args") or {}, spec)))
+                )
             except Exception as exc:
                 done.append(Finished(str(node["id"]), node, failed_now(failure_for(exc))))
         try:

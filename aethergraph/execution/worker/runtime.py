@@ -137,7 +137,7 @@ class WorkerRuntime:
             )
             return
         try:
-            args = self.pusher.decode_args(kwargs)
+            args = self.pusher.decode_args(kwargs, spec)
         except Exception as exc:
             self.pusher.push(client, [Finished(task_id, meta, failed_now(failure_for(exc)))])
             return
