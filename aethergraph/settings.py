@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Bytes above which a value travels through the artifact store by reference.",
     )
+    offload_ttl: float = Field(
+        default=21600.0,
+        gt=0,
+        description="Seconds at most a client's offloaded node argument stays in Redis (a "
+        "backstop: it is deleted once its run has no node in flight); keep it above the longest "
+        "a message may wait in a queue.",
+    )
     worker_wait: float = Field(
         default=30.0,
         ge=0,

@@ -187,13 +187,19 @@ print("cancelled", flush=True)
 """
 
 
-def test_cancel_then_exit_stops_the_queued_nodes(cluster: LocalCluster) -> None:
-    n = 400
+def _client_script(template: str, cluster: LocalCluster, n: int) -> tuple[str, str, str]:
+    """(count key, "go" key, the script) of a client process running ``n`` counted nodes."""
     key = f"{cluster.namespace}:test:count:{uuid.uuid4().hex}"
     started = f"{cluster.namespace}:test:go:{uuid.uuid4().hex}"
-    script = _CANCEL_THEN_EXIT.format(
+    script = template.format(
         here=str(HERE), url=cluster.url, ns=cluster.namespace, key=key, n=n, started=started
     )
+    return key, started, script
+
+
+def test_cancel_then_exit_stops_the_queued_nodes(cluster: LocalCluster) -> None:
+    n = 400
+    key, started, script = _client_script(_CANCEL_THEN_EXIT, cluster, n)
     client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
     queue = cluster.keys.tool_queue(None)
     try:
@@ -245,11 +251,7 @@ def test_a_killed_clients_queued_nodes_stop_being_started_and_its_keys_expire(
     cluster: LocalCluster,
 ) -> None:
     n = 300
-    key = f"{cluster.namespace}:test:count:{uuid.uuid4().hex}"
-    started = f"{cluster.namespace}:test:go:{uuid.uuid4().hex}"
-    script = _DIE_MID_RUN.format(
-        here=str(HERE), url=cluster.url, ns=cluster.namespace, key=key, n=n, started=started
-    )
+    key, started, script = _client_script(_DIE_MID_RUN, cluster, n)
     client = redis.Redis.from_url(cluster.url, socket_timeout=None)  # blocking pops
     queue = cluster.keys.tool_queue(None)
     try:
@@ -271,3 +273,28 @@ def test_a_killed_clients_queued_nodes_stop_being_started_and_its_keys_expire(
     finally:
         client.delete(key, started)
         client.close()
+
+
+# -- offloaded arguments live as long as their run ---------------------------------------------
+def test_offloaded_arguments_are_released_when_their_run_is_done(cluster: LocalCluster) -> None:
+    executor = _executor(cluster)
+    big = os.urandom(cluster.executor.settings.offload_threshold + 1024)
+
+    @graph_fn(name="client_offload_release", outputs=["size"])
+    async def offloaded() -> Any:
+        return c_len(blob=big)["size"]
+
+    client = redis.Redis.from_url(cluster.url)
+    try:
+        before = set(client.scan_iter(match=f"{cluster.namespace}:art:*"))
+        assert run(offloaded, executor=executor) == {"size": len(big)}
+        made = set(client.scan_iter(match=f"{cluster.namespace}:art:*")) - before
+        assert len(made) == 1, "the argument was not offloaded"
+        (key,) = made
+        ttl = client.ttl(key)
+        assert 0 < ttl <= executor.settings.offload_ttl  # hours, not the store's week
+        wait_until(lambda: not client.exists(key), "the run's blob to be released", timeout=30)
+        assert executor._offloads.released == 1
+    finally:
+        client.close()
+        runtime_loop.run_sync(close_executor(executor), timeout=30)

@@ -57,9 +57,9 @@ from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
 from aethergraph.execution.celery.discovery import LiveWorkers
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight, Sent
+from aethergraph.execution.celery.offloads import RunOffloads
 from aethergraph.execution.wire import META, short_repr, task_envelope
 from aethergraph.keys import DEFAULT_QUEUE, Keys
-from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.services.builtins.redis_backends import closed_transport_is_a_connection_error
 from aethergraph.settings import Settings
 
@@ -110,7 +110,7 @@ class Dispatcher:
         table: InFlight,
         workers: LiveWorkers,
         follower: Follower,
-        artifacts: ArtifactStore,
+        offloads: RunOffloads,
         background: Background,
         stats: dict[str, int],
     ) -> None:
@@ -120,7 +120,7 @@ class Dispatcher:
         self._table = table
         self._workers = workers
         self._follower = follower
-        self._artifacts = artifacts
+        self._offloads = offloads
         self._background = background
         self._stats = stats
         self._outage = Outage(settings.broker_url or "", settings.broker_outage_timeout)
@@ -152,6 +152,10 @@ class Dispatcher:
 
     def is_unsent(self, job_key: str) -> bool:
         return job_key in self._unsent
+
+    def has_unsent(self, run_id: str) -> bool:
+        prefix = f"{run_id}:"  # NodeJob.key is run:node:attempt
+        return any(key.startswith(prefix) for key in self._unsent)
 
     def cancel(self, job_key: str) -> bool:
         """Forget an unsent node (True), or say it was published already (False)."""
@@ -318,7 +322,7 @@ class Dispatcher:
         if not offload.needs_offload(kwargs, threshold):
             return kwargs
         try:
-            return await offload.offload_entries(kwargs, self._artifacts, threshold=threshold)
+            return await self._offloads.offload(job, kwargs, threshold)
         except BROKER_ERRORS:
             raise  # the broker (also the artifact store) is down: retried with the batch
         except Exception as exc:  # e.g. a full disk under the filesystem store: may pass later

@@ -31,6 +31,7 @@ from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight
 from aethergraph.execution.celery.lease import Lease
 from aethergraph.execution.celery.lost import LostMessages
+from aethergraph.execution.celery.offloads import RunOffloads
 from aethergraph.execution.celery.orphans import Orphans
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.execution.celery.results import POP_WAIT, ResultListener
@@ -85,16 +86,25 @@ class CeleryExecutor(Executor):
             self._memory,
             self._kv,
         ]
+        offload_store: ArtifactStore | None = None  # arguments the client offloads, if apart
         if artifacts is None:
             if base.artifacts_backend == "filesystem":
                 artifacts = FilesystemArtifactStore(base.artifacts_dir)
             else:
                 artifacts = RedisArtifactStore(url, self.keys)
-                self._owned.append(artifacts)
+                offload_store = RedisArtifactStore(url, self.keys, ttl=base.offload_ttl)
+                self._owned += [artifacts, offload_store]
         self._artifacts = artifacts
         self._background = Background()
         self._follower = Follower(url, self.keys, self._background)
-        self._table = InFlight(self._follower.hold, self._follower.release)
+        self._table = InFlight(self._follower.hold, self._released)
+        self._offloads = RunOffloads(
+            offload_store or artifacts,
+            self.keys,
+            release=offload_store is not None,
+            busy=self._run_busy,
+            spawn=self._background.spawn,
+        )
         self._revoker = Revoker(base, self._background)
         self._dispatcher = Dispatcher(
             settings=base,
@@ -103,7 +113,7 @@ class CeleryExecutor(Executor):
             table=self._table,
             workers=LiveWorkers(self.keys),
             follower=self._follower,
-            artifacts=self._artifacts,
+            offloads=self._offloads,
             background=self._background,
             stats=self.stats,
         )
@@ -136,7 +146,7 @@ class CeleryExecutor(Executor):
         except BaseException:
             await self._close_clients()
             raise
-        self._dispatcher.redis = commands
+        self._dispatcher.redis = self._offloads.redis = commands
         self._listener = ResultListener(
             client=blocking,
             results_key=self._results_key,
@@ -174,7 +184,7 @@ class CeleryExecutor(Executor):
             await self._lease.release()
             self._lease = None
         await self._close_clients()
-        self._dispatcher.redis = None
+        self._dispatcher.redis = self._offloads.redis = None
         self._listener = self._lost = self._orphans = None
         for backend in self._owned:
             await backend.aclose()
@@ -205,6 +215,15 @@ class CeleryExecutor(Executor):
         # (until then a cancelled node may still run; its outcome is ignored)
         if emptied is not None:
             self._revoker.revoke(emptied.task_id)
+
+    def _released(self, run_id: str) -> None:
+        """A node of ``run_id`` left the table (InFlight's release callback)."""
+        self._follower.release(run_id)
+        if not self._follower.holds(run_id):
+            self._offloads.settled(run_id)
+
+    def _run_busy(self, run_id: str) -> bool:
+        return self._follower.holds(run_id) or self._dispatcher.has_unsent(run_id)
 
     def _in_flight_key(self, job_key: str) -> bool:
         return job_key in self._table.outcome_of or self._dispatcher.is_unsent(job_key)

@@ -71,6 +71,10 @@ class Follower:
         """Runs with nodes in flight."""
         return len(self._held)
 
+    def holds(self, run_id: str) -> bool:
+        """Does the run have nodes in flight?"""
+        return run_id in self._held
+
     def hold(self, run_id: str, count: int = 1) -> None:
         self._held[run_id] = self._held.get(run_id, 0) + count
 
