@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -234,6 +235,64 @@ def test_bad_messages_are_dead_lettered_and_the_workers_keep_serving(
         assert all(proc.poll() is None for proc in cluster.workers)
     finally:
         raw.redis.delete(dead_key)
+
+
+class _Evil:
+    """Runs a shell command when unpickled: what a pickle message could do to a worker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_untrusted_messages_are_refused_and_nothing_they_name_runs(
+    cluster: LocalCluster, raw: RawClient, tmp_path: Path
+) -> None:
+    """A pickle message, a codec tag naming a module to import and wrong arguments: each is
+    refused with its reason, nothing is imported or run, and the workers keep serving."""
+    queue = raw.keys.tool_queue(None)
+    marker = tmp_path / "pickle-ran"
+    good = json.loads(
+        task_envelope(
+            task_id=uuid.uuid4().hex,
+            task_name="d_inc",
+            kwargs={"x": 1, META: {"client": raw.client_id, **raw.meta("pickled")}},
+            queue=queue,
+            time_limit=None,
+            soft_time_limit=None,
+            kwargs_repr="{}",
+        )
+    )
+    pickled = {
+        **good,
+        "content-type": "application/x-python-serialize",
+        "content-encoding": "binary",
+        "body": base64.b64encode(pickle.dumps(((), {"x": _Evil(marker)}, {}))).decode(),
+    }
+    raw.redis.lpush(queue, json.dumps(pickled))
+    bomb = {"__ag__": "pydantic", "cls": "ag_never_imported_module:Model", "data": {}}
+    imported = raw.send("d_echo", {"value": bomb}, raw.meta("import"))
+    extra = raw.send("d_inc", {"x": 1, "evil": 2}, raw.meta("extra"))
+    wrong = raw.send("d_inc", {"x": "abc"}, raw.meta("wrong"))
+    ok = raw.send("d_inc", {"x": 41}, raw.meta("after"))
+    by_id = {o["task_id"]: o for o in raw.outcomes(4)}
+    assert by_id[ok]["outputs"] == {"y": 42}
+    failure = by_id[imported]["failure"]
+    assert failure["exc_type"] == "aethergraph.errors.CodecError"
+    assert "'ag_never_imported_module' is not imported in this process" in failure["message"]
+    assert failure["retryable"] is False
+    assert "unexpected keyword argument 'evil'" in by_id[extra]["failure"]["message"]
+    assert by_id[wrong]["failure"]["exc_type"] == "TypeError"
+
+    def refused() -> bool:
+        needle = "Refusing to deserialize untrusted content"
+        return any(needle in cluster.worker_log(i) for i in range(len(cluster.workers)))
+
+    wait_until(refused, "the pickle message's refusal in a worker log")
+    assert not marker.exists(), "a pickle message ran code on a worker"
+    assert all(proc.poll() is None for proc in cluster.workers)
 
 
 def test_pack_outcomes_carry_times_and_failures_per_node(raw: RawClient) -> None:

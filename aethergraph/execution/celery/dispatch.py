@@ -89,6 +89,15 @@ def node_meta(job: NodeJob) -> dict[str, Any]:
     }
 
 
+def no_worker_error(job: NodeJob, waited: float) -> WorkerUnavailableError:
+    queue = job.tool.policy.queue or DEFAULT_QUEUE
+    return WorkerUnavailableError(
+        f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
+        f"{waited:g}s); start one with: aethergraph worker --tools "
+        f"<module defining {job.tool.name}> -Q {queue}"
+    )
+
+
 def take_marks(front: set[str], jobs: Sequence[NodeJob]) -> bool:
     """Does a message of ``jobs`` go to the front of its queue? (forgets their marks)"""
     if not front:
@@ -212,7 +221,8 @@ class Dispatcher:
                 batch.append((job, on_done))
             elif now >= deadline:
                 unsent.discard(job.key)
-                self._no_worker(job, on_done)
+                exc = no_worker_error(job, self._settings.worker_wait)
+                on_done(job, NodeOutcome(failure=failure_from(exc)))
             else:
                 still_waiting.append((job, on_done, deadline))
         self._waiting = still_waiting
@@ -227,15 +237,6 @@ class Dispatcher:
             else:
                 self._waiting.append((job, on_done, now + wait))
         return batch
-
-    def _no_worker(self, job: NodeJob, on_done: DoneCallback) -> None:
-        queue = job.tool.policy.queue or DEFAULT_QUEUE
-        exc = WorkerUnavailableError(
-            f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
-            f"{self._settings.worker_wait:g}s); start one with: aethergraph worker --tools "
-            f"<module defining {job.tool.name}> -Q {queue}"
-        )
-        on_done(job, NodeOutcome(failure=failure_from(exc)))
 
     def _put_back(self, batch: list[_Entry]) -> None:
         """A pass failed on the broker: its unsent nodes go first in the next one."""

@@ -43,12 +43,19 @@ log = logging.getLogger("aethergraph")
 ORPHAN_AFTER = HEARTBEAT_TTL  # seconds without a re-score: the holder is dead
 CHECK_EVERY = 1.0  # seconds between two checks while messages are in flight
 SCAN_LIMIT = 1000  # stale messages looked at per check
+#: how far back a check looks: a message of ours goes stale at most one check before it is
+#: seen, unless this client lost the broker for longer — beyond the outage bound, when its
+#: nodes have failed anyway. Older stale messages are other (dead) clients'; kombu's sweep
+#: takes them, and the window keeps them from filling the scan.
+WINDOW = 600.0
 
-#: the namespace's messages scored before (broker clock - ARGV[1]); at most ARGV[2] of them
+#: the namespace's messages scored between (broker clock - ARGV[1] - ARGV[3]) and
+#: (broker clock - ARGV[1]); at most ARGV[2] of them
 _STALE = """
 local t = redis.call('TIME')
 local ceil = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[1])
-return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ceil, 'LIMIT', 0, tonumber(ARGV[2]))
+local floor = ceil - tonumber(ARGV[3])
+return redis.call('ZRANGEBYSCORE', KEYS[2], floor, ceil, 'LIMIT', 0, tonumber(ARGV[2]))
 """
 
 #: remove the messages ARGV[2..] from kombu's unacked hash and index if still stale
@@ -105,7 +112,9 @@ class Orphans:
             return
         keys = [self._keys.celery_unacked(), self._keys.celery_unacked_index()]
         live = await self._live_holders()
-        stale = [_text(t) for t in await self._stale(keys=keys, args=[ORPHAN_AFTER, SCAN_LIMIT])]
+        stale = [
+            _text(t) for t in await self._stale(keys=keys, args=[ORPHAN_AFTER, SCAN_LIMIT, WINDOW])
+        ]
         sent = self._table.sent
         mine = [tag for tag in stale if tag in sent and tag not in live]
         if not mine or time.monotonic() - self._calm_since < ORPHAN_AFTER:
