@@ -218,8 +218,7 @@ class CeleryExecutor(Executor):
 
     def _released(self, run_id: str) -> None:
         """A node of ``run_id`` left the table (InFlight's release callback)."""
-        self._follower.release(run_id)
-        if not self._follower.holds(run_id):
+        if self._follower.release(run_id):
             self._offloads.settled(run_id)
 
     def _run_busy(self, run_id: str) -> bool:

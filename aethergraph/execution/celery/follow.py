@@ -78,14 +78,16 @@ class Follower:
     def hold(self, run_id: str, count: int = 1) -> None:
         self._held[run_id] = self._held.get(run_id, 0) + count
 
-    def release(self, run_id: str) -> None:
+    def release(self, run_id: str) -> bool:
+        """One node of the run fewer in flight; True once it has none left."""
         count = self._held.get(run_id, 0) - 1
         if count > 0:
             self._held[run_id] = count
-            return
+            return False
         self._held.pop(run_id, None)
         if run_id in self._subscribed:
             asyncio.get_running_loop().call_later(UNFOLLOW_DELAY, self._maybe_unsubscribe, run_id)
+        return True
 
     def _maybe_unsubscribe(self, run_id: str) -> None:
         if run_id in self._held or run_id not in self._subscribed:

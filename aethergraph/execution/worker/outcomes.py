@@ -134,9 +134,16 @@ class OutcomePusher:
         """Push finished attempts to the client's result list, in one round trip."""
         if not done:
             return
-        messages = [self.message(finished) for finished in done]
+        self._append(client, [self.message(finished) for finished in done])
+
+    def _append(self, client: str, messages: Sequence[str | bytes], release: str = "") -> None:
+        """``messages`` onto the client's result list, its TTL refreshed, in one round trip;
+        ``release``: also remove that delivery tag from kombu's unacked keys, atomically."""
         key = self.keys.client_results(client)
-        pipe = self.redis().pipeline(transaction=False)
+        pipe = self.redis().pipeline(transaction=bool(release))
+        if release:
+            pipe.zrem(self.keys.celery_unacked_index(), release)
+            pipe.hdel(self.keys.celery_unacked(), release)
         pipe.rpush(key, *messages)
         pipe.expire(key, int(self.settings.result_ttl))
         pipe.execute()
@@ -162,14 +169,7 @@ class OutcomePusher:
         messages = [json.dumps({"task_id": o, "handback": back}) for o in outcome_ids]
         if not messages:
             return
-        key = self.keys.client_results(client)
-        pipe = self.redis().pipeline(transaction=True)
-        if release is not None:
-            pipe.zrem(self.keys.celery_unacked_index(), release)
-            pipe.hdel(self.keys.celery_unacked(), release)
-        pipe.rpush(key, *messages)
-        pipe.expire(key, int(self.settings.result_ttl))
-        pipe.execute()
+        self._append(client, messages, release or "")
 
     def push_started(self, client: str, task_id: str) -> None:
         """Tell the client a tool with a timeout began (its backstop clock starts now)."""
