@@ -1,4 +1,4 @@
-"""The ``aethergraph`` command line: ``demo``, ``run`` and ``worker``.
+"""The ``aethergraph`` command line: ``demo``, ``run``, ``worker``, ``flower`` and ``status``.
 
 Also ``python -m aethergraph`` (see ``__main__.py``). Every mistake of the user's ends in one
 ``error: …`` line on stderr and exit code 2; URLs are shown with their passwords redacted.
@@ -20,6 +20,7 @@ import redis
 import aethergraph
 from aethergraph.cli_options import broker_option, command_settings
 from aethergraph.errors import AetherGraphError, BrokerUnavailableError, ConfigurationError
+from aethergraph.monitor_cli import flower_parser, run_flower, run_status, status_parser
 from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
@@ -194,14 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     from aethergraph.worker_cli import worker_parser  # lazy: it imports Celery and the runtime
 
     worker_parser(worker_p)
+    flower_p = sub.add_parser(
+        "flower", help="Flower on this project's Celery app and broker (flower options follow)"
+    )
+    flower_parser(flower_p)
+    status_p = sub.add_parser("status", help="live workers, queue lengths and runs in flight")
+    status_parser(status_p)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "worker":
+    if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "worker":
             from aethergraph.worker_cli import run_worker
 
             return run_worker(args, extra)
+        if args.command == "flower":
+            return run_flower(args, extra)
+        if args.command == "status":
+            return run_status(args)
         if args.command == "demo":
             from aethergraph.demo import DEFAULT_TEMPERATURES, demo_sweep
 

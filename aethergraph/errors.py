@@ -226,6 +226,29 @@ def _rebuild_tool_error(data: dict[str, Any]) -> ToolError:
     return ToolError.from_dict(data)
 
 
+class NodesFailedError(AetherGraphError):
+    """Some nodes of one Celery message (a pack of nodes of one tool) failed.
+
+    Raised only on a worker, as the message's Celery task ends, so that Flower, Celery's events
+    and the worker log show the message as failed and name the nodes; a client sees each node's
+    own :class:`ToolError` instead.
+    """
+
+    def __init__(self, message: str, *, node_ids: list[str], run_ids: list[str]) -> None:
+        super().__init__(message)
+        self.node_ids = node_ids
+        self.run_ids = run_ids
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_nodes_failed, (str(self), self.node_ids, self.run_ids))
+
+
+def _rebuild_nodes_failed(
+    message: str, node_ids: list[str], run_ids: list[str]
+) -> NodesFailedError:
+    return NodesFailedError(message, node_ids=node_ids, run_ids=run_ids)
+
+
 def qualified_name(exc: BaseException) -> str:
     """``module.Qualname`` of an exception's type, without the ``builtins.`` prefix."""
     cls = type(exc)
@@ -248,6 +271,7 @@ __all__ = [
     "NoActiveContextError",
     "NodeLostError",
     "NodeTimeoutError",
+    "NodesFailedError",
     "OutputContractError",
     "RegistryLookupError",
     "RunCancelledError",

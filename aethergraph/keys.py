@@ -77,6 +77,11 @@ class Keys:
         workers skip the nodes of a client whose lease is gone."""
         return f"{self.ns}:client:{client_id}:lease"
 
+    def live_runs(self) -> str:
+        """A hash of the runs in flight: run id -> its client's JSON summary (graph, node counts
+        by state, updated time), for ``aethergraph status`` (``execution/celery/live_runs.py``)."""
+        return f"{self.ns}:runs:live"
+
     # worker registry: which tools each live worker serves (heartbeated, with a TTL)
     def worker(self, worker_id: str) -> str:
         return f"{self.ns}:worker:{worker_id}"
@@ -125,6 +130,24 @@ class Keys:
     def celery_unacked_mutex(self) -> str:
         """kombu's lock around its visibility-timeout sweep of :meth:`celery_unacked_index`."""
         return f"{self.ns}:unacked_mutex"
+
+    def celery_events(self) -> str:
+        """The exchange Celery's events (``task-failed``, worker heartbeats) travel on.
+
+        Celery's default, ``celeryev``, is one for every deployment on the Redis DB: Flower and
+        ``celery events`` would show other namespaces' tasks. Inside the namespace, ``aethergraph
+        flower`` shows exactly this deployment's.
+        """
+        return f"{self.ns}.celeryev"
+
+    def celery_control(self) -> str:
+        """The name of Celery's remote-control exchange (``<name>.pidbox``): revokes and
+        ``inspect`` broadcasts reach this namespace's workers only."""
+        return self.ns
+
+    def queue_prefix(self) -> str:
+        """What every queue of the namespace starts with (``SCAN MATCH <prefix>*`` finds them)."""
+        return f"{self.ns}."
 
     def tool_queue(self, queue: str | None) -> str:
         """The Redis list (Celery queue) behind a logical queue name, inside the namespace.

@@ -119,6 +119,7 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
     queues = [keys.tool_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
     concurrency = args.concurrency or os.cpu_count() or 1
     app = make_celery_app(settings)
+    name = args.hostname or f"aethergraph-{os.getpid()}@{socket.gethostname()}"
     WorkerRuntime(
         app,
         settings,
@@ -130,8 +131,8 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
         log_level=args.loglevel,
         async_concurrency=args.async_concurrency,
         grace=args.grace,
+        name=name,
     )
-    name = args.hostname or f"aethergraph-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
         "-Q",

@@ -29,7 +29,17 @@ LAYERS = [
     ("tracing", ["tracing"]),
     (
         "entry",
-        ["runner", "cli", "cli_options", "demo", "__init__", "__main__", "worker_cli", "cluster"],
+        [
+            "runner",
+            "cli",
+            "cli_options",
+            "monitor_cli",
+            "demo",
+            "__init__",
+            "__main__",
+            "worker_cli",
+            "cluster",
+        ],
     ),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}

@@ -176,6 +176,14 @@ class Executor(ABC):
         """The built-in backends runs on this executor use; ``None``: the process's own."""
         return None
 
+    def run_started(self, run_id: str, describe: Callable[[], dict[str, Any]]) -> None:
+        """A run on this executor began. ``describe()`` summarizes it for monitors (``graph``,
+        ``counts`` of nodes by state); an executor that publishes runs calls it on the runtime
+        loop. Default: nothing to publish."""
+
+    def run_ended(self, run_id: str) -> None:
+        """The run settled (done, failed or cancelled): it is no longer in flight."""
+
     @abstractmethod
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
         """Start running ``jobs``; report each outcome through ``on_done`` on the runtime loop."""

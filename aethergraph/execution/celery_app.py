@@ -66,6 +66,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": keys.tool_queue(DEFAULT_QUEUE),
         "task_ignore_result": True,
         "worker_send_task_events": True,
+        # the namespace's own event and control exchanges: Flower, revokes and inspect see
+        # this deployment only (Celery's defaults are shared by every app on the Redis DB)
+        "event_exchange": keys.celery_events(),
+        "control_exchange": keys.celery_control(),
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "broker_connection_retry_on_startup": True,

@@ -105,10 +105,34 @@ def task_envelope(
     return jsontext.dumps(envelope)
 
 
-def short_repr(kwargs: dict[str, Any], limit: int = 200) -> str:
-    """What Flower shows as the task's kwargs (bounded, without our metadata)."""
-    text = repr({k: v for k, v in kwargs.items() if k != META})
+#: longest kwargs text a message shows in Flower and Celery's events (what is cut says so)
+REPR_LIMIT = 2000
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def node_kwargs_repr(node: dict[str, Any], kwargs: dict[str, Any], limit: int = REPR_LIMIT) -> str:
+    """What Flower and Celery's events show as a one-node message's kwargs: a dict literal
+    with the run and node ids first, so that Flower finds a run's tasks by its id (free text, or
+    ``kwargs:run_id=<id>``), and the tool's arguments (bounded) under ``args``."""
+    ids = repr({key: node.get(key) for key in ("run_id", "node_id", "attempt")})
+    args = _cut(repr({k: v for k, v in kwargs.items() if k != META}), limit - len(ids) - 12)
+    return f"{ids[:-1]}, 'args': {args}}}"
+
+
+def pack_kwargs_repr(nodes: list[dict[str, Any]], limit: int = REPR_LIMIT) -> str:
+    """The kwargs Flower shows for a pack: its run(s), how many nodes, and their ids."""
+    runs = sorted({str(node.get("run_id")) for node in nodes})
+    head: dict[str, Any] = {"run_id": runs[0]} if len(runs) == 1 else {"run_ids": runs}
+    head["nodes"] = len(nodes)
+    ids = [str(node.get("node_id")) for node in nodes]
+    text = repr({**head, "node_ids": ids})
+    while len(text) > limit and len(ids) > 1:  # drop ids from the end until it fits
+        ids = ids[: max(1, len(ids) * 3 // 4)]
+        text = repr({**head, "node_ids": [*ids, f"... {len(nodes) - len(ids)} more"]})
+    return _cut(text, limit)
 
 
 def outcome_message(

@@ -127,6 +127,10 @@ class Run:
             fail_fast=options.fail_fast,
             on_event=options.on_event,
         )
+        graph_name = graph.graph_id
+        executor.run_started(
+            scheduler.run_id, lambda: {"graph": graph_name, "counts": graph.status_counts()}
+        )
         return cls(scheduler, gc_pacing.run_started())
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -172,6 +176,7 @@ class Run:
         if self._closed:
             return None
         self._closed = True
+        self.scheduler.executor.run_ended(self.run_id)
         memory = self.scheduler.builtins.memory
         try:
             if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed

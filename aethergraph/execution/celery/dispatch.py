@@ -58,7 +58,7 @@ from aethergraph.execution.celery.discovery import LiveWorkers
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight, Sent
 from aethergraph.execution.celery.offloads import RunOffloads
-from aethergraph.execution.wire import META, short_repr, task_envelope
+from aethergraph.execution.wire import META, node_kwargs_repr, pack_kwargs_repr, task_envelope
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.services.builtins.redis_backends import closed_transport_is_a_connection_error
 from aethergraph.settings import Settings
@@ -85,6 +85,9 @@ def node_meta(job: NodeJob) -> dict[str, Any]:
         "graph_id": job.graph_id,
         "node_id": job.node_id,
         "attempt": job.attempt,
+        # the client retries a failure while attempt <= retries: the worker tells Celery (and
+        # so Flower and the metrics) a retry from a final failure with the client's own policy
+        "retries": job.tool.policy.retries,
         "timeout": job.timeout,
     }
 
@@ -345,7 +348,7 @@ class Dispatcher:
             time_limit=timeout + TIMEOUT_GRACE if timeout else None,
             # async tools time themselves out; Celery's soft limit is the fallback
             soft_time_limit=timeout + 1 if timeout and job.tool.is_async else timeout,
-            kwargs_repr=short_repr(kwargs),
+            kwargs_repr=node_kwargs_repr(kwargs[META], kwargs),
             delivery_tag=task_id,
         )
         self._queue_envelope(pipe, queue, envelope, front=take_marks(self._front, [job]))
@@ -377,9 +380,7 @@ class Dispatcher:
             queue=queue,
             time_limit=None,
             soft_time_limit=None,
-            kwargs_repr=f"<{len(nodes)} nodes: "
-            + ", ".join(n["node_id"] for n in nodes[:3])
-            + (", ...>" if len(nodes) > 3 else ">"),
+            kwargs_repr=pack_kwargs_repr(nodes),
             delivery_tag=pack_id,
         )
         self._queue_envelope(

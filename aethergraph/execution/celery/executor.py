@@ -17,7 +17,8 @@ never modified, so in-process and distributed runs coexist in one process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -30,6 +31,7 @@ from aethergraph.execution.celery.dispatch import Dispatcher
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight
 from aethergraph.execution.celery.lease import Lease
+from aethergraph.execution.celery.live_runs import LiveRuns
 from aethergraph.execution.celery.lost import LostMessages
 from aethergraph.execution.celery.offloads import RunOffloads
 from aethergraph.execution.celery.orphans import Orphans
@@ -128,6 +130,7 @@ class CeleryExecutor(Executor):
         self._lost: LostMessages | None = None
         self._orphans: Orphans | None = None
         self._lease: Lease | None = None
+        self._live_runs = LiveRuns(self.keys, self.client_id)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -173,6 +176,7 @@ class CeleryExecutor(Executor):
         self._background.spawn(self._lost.run(), "lost-message check")
         self._background.spawn(self._orphans.run(), "orphan check")
         self._background.spawn(self._lease.run(), "lease")
+        self._background.spawn(self._live_runs.run(commands), "live runs")
 
     async def close(self) -> None:
         # first: revokes asked for must reach the workers even when the process exits next
@@ -180,6 +184,8 @@ class CeleryExecutor(Executor):
         await self._dispatcher.stop()
         await self._follower.close()
         await self._background.cancel_all()
+        if self._clients:  # what still shows as in flight is not, once this client is gone
+            await self._live_runs.close(self._clients[0])
         if self._lease is not None:
             await self._lease.release()
             self._lease = None
@@ -204,6 +210,12 @@ class CeleryExecutor(Executor):
         )
 
     # -- nodes -------------------------------------------------------------------------
+    def run_started(self, run_id: str, describe: Callable[[], dict[str, Any]]) -> None:
+        self._live_runs.started(run_id, describe)
+
+    def run_ended(self, run_id: str) -> None:
+        self._live_runs.ended(run_id)
+
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
         self._dispatcher.submit(jobs, on_done)
 

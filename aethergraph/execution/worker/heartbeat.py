@@ -2,7 +2,8 @@
 
 Every ``HEARTBEAT_INTERVAL`` seconds a thread of the worker's main process writes
 
-* a hash ``Keys.worker(id)`` with its tools, queues, pool, concurrency, host and pid, which
+* a hash ``Keys.worker(id)`` with its tools, queues, pool, concurrency, host, pid, Celery node
+  name and start time, which
   expires after ``HEARTBEAT_TTL`` seconds without a beat (a killed worker disappears by itself);
 * ``held``: the ids of the messages this worker has received and not finished (reserved or
   running; Celery's ``worker.state.reserved_requests`` in the main process). They are the
@@ -82,6 +83,7 @@ class Heartbeat:
         queues: Sequence[str],
         pool: str,
         concurrency: int,
+        name: str = "",
         interval: float = HEARTBEAT_INTERVAL,
         ttl: float = HEARTBEAT_TTL,
     ) -> None:
@@ -97,6 +99,8 @@ class Heartbeat:
             "pid": str(os.getpid()),
             "pool": pool,
             "concurrency": str(concurrency),
+            "name": name,
+            "started": str(time.time()),
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -143,8 +143,9 @@ class NodeRunner:
             # The soft-limit signal reached this process while it waited for an async tool: its
             # timeout, or the client revoking the task (cancellation; the outcome is ignored).
             outcome = _stamped(NodeOutcome(failure=failure_from(SoftTimeLimitExceeded())), started)
-        if _interrupted(outcome):
-            # Celery's soft limit is how a sync tool's timeout fires on prefork: say so
+        if _interrupted(outcome) and job.timeout:
+            # Celery's soft limit is how a sync tool's timeout fires on prefork: say so (on a
+            # node without a timeout it can only be the client's revoke: left as it is)
             timeout = NodeTimeoutError(f"tool {spec.name!r} exceeded its timeout of {job.timeout}s")
             outcome = NodeOutcome(
                 failure=failure_from(timeout),
@@ -159,8 +160,8 @@ class NodeRunner:
         nodes: list[dict[str, Any]],
         push: Push,
         go_on: Callable[[], bool] = lambda: True,
-    ) -> None:
-        """Run a pack of nodes of one tool, pushing outcomes as they come.
+    ) -> bool:
+        """Run a pack of nodes of one tool, pushing outcomes as they come; True if revoked.
 
         A soft-limit signal here can only be the client revoking the pack (packed nodes have no
         timeout): the pack stops; what finished is still pushed. ``go_on`` is asked before each
@@ -184,23 +185,24 @@ class NodeRunner:
                     done.clear()
 
                 self._run_async([job for _, job in jobs], flush)
-                return
+                return False
             flushed = time.monotonic()
             for node, job in jobs:
                 if not go_on():
-                    return
+                    return False
                 outcome = _run_sync(job)
                 done.append(Finished(str(node["id"]), node, outcome))
                 if _interrupted(outcome):
-                    return
+                    return True
                 if time.monotonic() - flushed >= PACK_FLUSH:
                     push(done)
                     done, flushed = [], time.monotonic()
         except SoftTimeLimitExceeded:
-            return
+            return True
         finally:
             if done:
                 push(done)
+        return False
 
     def _run_async(self, jobs: Sequence[NodeJob], on_batch: Callable[[_Batch], None]) -> None:
         """Run async jobs on the runtime loop; hand each batch of outcomes to ``on_batch``.

@@ -26,7 +26,7 @@ from celery.exceptions import WorkerLostError
 from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.wire import META
-from aethergraph.execution.worker import bad_messages
+from aethergraph.execution.worker import bad_messages, reporting
 from aethergraph.execution.worker.heartbeat import Heartbeat
 from aethergraph.execution.worker.leases import Leases
 from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
@@ -49,6 +49,7 @@ class WorkerRuntime:
     default (``None``) is the ``AETHERGRAPH_ASYNC_CONCURRENCY`` setting, 1 unless set: a worker
     never runs more nodes at once than its slots unless asked to. ``grace``: seconds running
     nodes get to finish after SIGTERM (default: ``AETHERGRAPH_STOP_GRACE``; ``stopping.py``).
+    ``name``: the Celery node name (``-n``), shown by ``aethergraph status`` beside Flower's.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class WorkerRuntime:
         log_level: str = "INFO",
         async_concurrency: int | None = None,
         grace: float | None = None,
+        name: str = "",
     ) -> None:
         self.app = app
         self.settings = settings
@@ -97,6 +99,7 @@ class WorkerRuntime:
             queues=self.queues,
             pool=pool,
             concurrency=concurrency,
+            name=name,
         )
         if pool == "prefork":
             # Importing the tools may have started the runtime loop (a script's module-level
@@ -114,8 +117,12 @@ class WorkerRuntime:
         connect_signals(self, prefork=pool == "prefork")
 
     # -- messages ----------------------------------------------------------------------
-    def execute(self, task_id: str, spec: ToolSpec, kwargs: dict[str, Any]) -> None:
-        """Run one message (a node, or a pack of nodes) and push its outcomes."""
+    def execute(self, task_id: str, spec: ToolSpec, kwargs: dict[str, Any]) -> Any:
+        """Run one message (a node, or a pack of nodes) and push its outcomes.
+
+        Returns the task's result, or raises its failure (``reporting.py``): what Celery,
+        Flower and the worker log are told about the message once the client has its outcomes.
+        """
         meta = kwargs.pop(META, None)
         if not isinstance(meta, dict) or "client" not in meta:
             raise ConfigurationError(f"task {spec.name} received without AetherGraph metadata")
@@ -127,24 +134,27 @@ class WorkerRuntime:
             log.warning(
                 "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
             )
-            return
+            return {"skipped": f"client {client} is gone"}
+        done: list[Finished] = []
+
+        def push(finished: Sequence[Finished]) -> None:
+            self.pusher.push(client, finished)
+            done.extend(finished)
+
         if "pack" in meta:
-            self.runner.run_pack(
-                spec,
-                meta["pack"],
-                lambda done: self.pusher.push(client, done),
-                go_on=lambda: self.leases.wanted(meta),
-            )
-            return
+            wanted = lambda: self.leases.wanted(meta)  # noqa: E731
+            if self.runner.run_pack(spec, meta["pack"], push, go_on=wanted):
+                reporting.revoked(spec.name, task_id)
+            return reporting.report(spec.name, done)
         try:
             args = self.pusher.decode_args(kwargs, spec)
         except Exception as exc:
-            self.pusher.push(client, [Finished(task_id, meta, failed_now(failure_for(exc)))])
-            return
+            push([Finished(task_id, meta, failed_now(failure_for(exc)))])
+            return reporting.report(spec.name, done)
         if meta.get("timeout"):  # the client's backstop clock starts now, not at publish
             self.pusher.push_started(client, task_id)
-        outcome = self.runner.run_one(spec, meta, args)
-        self.pusher.push(client, [Finished(task_id, meta, outcome)])
+        push([Finished(task_id, meta, self.runner.run_one(spec, meta, args))])
+        return reporting.report(spec.name, done)
 
     # -- lifecycle (called through signals.py) -----------------------------------------
     def on_ready(self) -> None:

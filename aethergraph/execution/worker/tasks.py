@@ -23,8 +23,9 @@ from aethergraph.execution.wire import META
 from aethergraph.execution.worker.outcomes import Finished, failed_now
 from aethergraph.graph.tool_spec import ToolSpec
 
-#: what a tool task calls: (Celery task id, the tool, the message's keyword arguments)
-Execute = Callable[[str, ToolSpec, dict[str, Any]], None]
+#: what a tool task calls: (Celery task id, the tool, the message's keyword arguments) -> the
+#: task's result (it raises the message's failure: ``reporting.py``)
+Execute = Callable[[str, ToolSpec, dict[str, Any]], Any]
 
 
 def register_tool_tasks(app: Celery, tools: Iterable[ToolSpec], execute: Execute) -> None:
@@ -43,8 +44,8 @@ def register_tool_tasks(app: Celery, tools: Iterable[ToolSpec], execute: Execute
 
 
 def _register(app: Celery, spec: ToolSpec, execute: Execute) -> None:
-    def node_task(self: Any, **kwargs: Any) -> None:
-        execute(self.request.id, spec, kwargs)
+    def node_task(self: Any, **kwargs: Any) -> Any:
+        return execute(self.request.id, spec, kwargs)
 
     node_task.__name__ = spec.name
     node_task.__doc__ = spec.description
