@@ -160,6 +160,13 @@ class Settings(BaseSettings):
         description="Workers: async nodes of one Celery message (a pack) run at once per slot "
         "(1: one after another, so a worker never runs more nodes than its -c slots).",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Workers: serve Prometheus metrics on this port (/metrics; unset: off). "
+        "Each worker on a host needs its own port.",
+    )
     artifacts_backend: Literal["auto", "filesystem", "redis"] = Field(
         default="auto",
         description="Artifact store: 'auto' is Redis when distributed, the filesystem otherwise.",

@@ -68,6 +68,13 @@ def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Arg
         help="seconds running nodes get to finish after SIGTERM before their messages are "
         "handed back (default 25, or AETHERGRAPH_STOP_GRACE; see docs/reliability.md)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port at /metrics (default: off, or "
+        "AETHERGRAPH_METRICS_PORT; see docs/monitoring.md)",
+    )
     return parser
 
 
@@ -132,6 +139,7 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
         async_concurrency=args.async_concurrency,
         grace=args.grace,
         name=name,
+        metrics_port=args.metrics_port or settings.metrics_port,
     )
     argv = [
         "worker",

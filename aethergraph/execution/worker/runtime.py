@@ -29,6 +29,7 @@ from aethergraph.execution.wire import META
 from aethergraph.execution.worker import bad_messages, reporting
 from aethergraph.execution.worker.heartbeat import Heartbeat
 from aethergraph.execution.worker.leases import Leases
+from aethergraph.execution.worker.metrics import WorkerMetrics
 from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
 from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.services import WorkerServices
@@ -50,6 +51,7 @@ class WorkerRuntime:
     never runs more nodes at once than its slots unless asked to. ``grace``: seconds running
     nodes get to finish after SIGTERM (default: ``AETHERGRAPH_STOP_GRACE``; ``stopping.py``).
     ``name``: the Celery node name (``-n``), shown by ``aethergraph status`` beside Flower's.
+    ``metrics_port``: serve Prometheus metrics there (``metrics.py``); default: off.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class WorkerRuntime:
         async_concurrency: int | None = None,
         grace: float | None = None,
         name: str = "",
+        metrics_port: int | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -91,6 +94,9 @@ class WorkerRuntime:
         if grace < 0:
             raise ConfigurationError(f"--grace must be a number of seconds >= 0, got {grace}")
         self.stop = GracefulStop(grace, prefork=pool == "prefork", hand_back=self._hand_back)
+        #: Prometheus metrics (``metrics.py``), made before the pool forks; None: off
+        self.metrics = WorkerMetrics(metrics_port) if metrics_port else None
+        self.name = name
         self.heartbeat = Heartbeat(
             settings.broker_url or "",
             self.keys,
@@ -136,11 +142,36 @@ class WorkerRuntime:
             )
             return {"skipped": f"client {client} is gone"}
         done: list[Finished] = []
+        metrics = self.metrics
+        nodes = len(meta["pack"]) if "pack" in meta else 1
+        if metrics is not None:
+            metrics.began(spec.name, nodes)
 
         def push(finished: Sequence[Finished]) -> None:
             self.pusher.push(client, finished)
             done.extend(finished)
+            if metrics is not None:
+                for f in finished:
+                    failure = f.outcome.failure
+                    retried = failure is not None and reporting.will_retry(f.meta, failure)
+                    metrics.finished(spec.name, f.outcome, sent=meta.get("sent"), retried=retried)
 
+        try:
+            return self._execute(task_id, spec, meta, kwargs, push, done)
+        finally:
+            if metrics is not None:
+                metrics.not_run(spec.name, nodes - len(done))
+
+    def _execute(
+        self,
+        task_id: str,
+        spec: ToolSpec,
+        meta: dict[str, Any],
+        kwargs: dict[str, Any],
+        push: Callable[[Sequence[Finished]], None],
+        done: list[Finished],
+    ) -> Any:
+        client = str(meta["client"])
         if "pack" in meta:
             wanted = lambda: self.leases.wanted(meta)  # noqa: E731
             if self.runner.run_pack(spec, meta["pack"], push, go_on=wanted):
@@ -159,9 +190,18 @@ class WorkerRuntime:
     # -- lifecycle (called through signals.py) -----------------------------------------
     def on_ready(self) -> None:
         self.heartbeat.start()
+        if self.metrics is not None:
+            self.metrics.serve(
+                worker=self.name or self.worker_id,
+                pool=self.pool,
+                concurrency=self.concurrency,
+                queues=self.queues,
+            )
 
     def on_shutdown(self) -> None:
         self.heartbeat.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.pool != "prefork":
             self.services.close()
 
@@ -173,6 +213,8 @@ class WorkerRuntime:
 
     def on_process_shutdown(self) -> None:
         self.services.close()
+        if self.metrics is not None:
+            self.metrics.process_exited(os.getpid())
 
     def on_task_failure(self, task_id: str, exception: BaseException, kwargs: Any) -> None:
         """A pool process died running a message: hand its nodes back to their client.
