@@ -18,11 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aethergraph.errors import ConfigurationError
 from aethergraph.keys import check_namespace
+from aethergraph.redis_clients import parse_sentinel
 
 _MASK = "***"
 _URL_FIELDS = frozenset({"broker_url", "result_backend"})
 _REDIS_URL_FORMS = (
-    "redis://[[user]:password@]host:port/db, rediss://… for TLS, or unix:///path/to.sock"
+    "redis://[[user]:password@]host:port/db, rediss://… for TLS, unix:///path/to.sock, or "
+    "sentinel://[[user]:password@]host:port[;sentinel://…]/db?master_name=NAME for Sentinel"
 )
 
 
@@ -38,6 +40,8 @@ def redact_url(url: str) -> str:
     (no ``://``, a non-numeric port) everything before the last ``@`` after the scheme is
     masked instead, because that is where credentials sit in anything URL-shaped.
     """
+    if ";" in url and url.startswith("sentinel://"):  # one URL per Sentinel
+        return ";".join(redact_url(part) for part in url.split(";"))
     if "://" in url:
         try:
             return str(maybe_sanitize_url(url, mask=_MASK))
@@ -55,6 +59,9 @@ def check_broker_url(value: str | None) -> str | None:
     :class:`ConfigurationError` that shows the URL redacted and the accepted forms."""
     if value is None or value == "":
         return None
+    if value.startswith("sentinel://"):
+        parse_sentinel(value)  # its own clear errors
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"must be a Redis URL ({_REDIS_URL_FORMS}), got {redact_url(value)!r}"

@@ -18,6 +18,7 @@ LAYERS = [
             "runtime_loop",
             "keys",
             "redis_server",
+            "redis_clients",
             "jsontext",
             "watchdog",
         ],

@@ -24,6 +24,7 @@ from celery import Celery
 
 from aethergraph.errors import ConfigurationError
 from aethergraph.keys import DEFAULT_QUEUE, Keys
+from aethergraph.redis_clients import is_sentinel, parse_sentinel
 from aethergraph.settings import Settings, get_settings
 
 APP_NAME = "aethergraph"
@@ -49,9 +50,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": max(1, min(10, visibility // 4)),
         "unacked_restore_throttle": 1,
     }
+    result_backend = settings.effective_result_backend
+    result_transport: dict[str, Any] = {"visibility_timeout": transport["visibility_timeout"]}
+    if is_sentinel(broker):  # kombu's Sentinel transport: the master's name as an option
+        sentinel = parse_sentinel(broker)
+        broker = sentinel.celery_url
+        transport["master_name"] = sentinel.master_name
+        if sentinel.sentinel_password:
+            transport["sentinel_kwargs"] = {"password": sentinel.sentinel_password}
+    if result_backend and is_sentinel(result_backend):
+        backend = parse_sentinel(result_backend)
+        result_backend = backend.celery_url
+        result_transport["master_name"] = backend.master_name
     return {
         "broker_url": broker,
-        "result_backend": settings.effective_result_backend,
+        "result_backend": result_backend,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -61,7 +74,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": transport["visibility_timeout"]},
+        "result_backend_transport_options": result_transport,
         "result_expires": int(settings.result_ttl),
         "task_default_queue": keys.tool_queue(DEFAULT_QUEUE),
         "task_ignore_result": True,

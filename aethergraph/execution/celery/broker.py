@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from aethergraph.errors import BrokerUnavailableError
+from aethergraph.redis_clients import async_client
 from aethergraph.settings import redact_url
 
 #: errors that mean "the broker did not answer" (as opposed to a bug of ours)
@@ -44,7 +45,7 @@ def open_client(url: str, *, blocks_for: float = 0.0) -> aioredis.Redis:
     broker that does not answer would just wait another ``COMMAND_TIMEOUT`` per retry, so it
     goes straight to the outage logic, which keeps the time bound.
     """
-    return aioredis.Redis.from_url(
+    return async_client(
         url,
         retry=Retry(
             ExponentialBackoff(cap=1.0, base=0.05),

@@ -26,6 +26,7 @@ import redis
 from aethergraph.execution.celery.discovery import read_workers_sync
 from aethergraph.execution.celery.live_runs import STALE_AFTER
 from aethergraph.keys import Keys
+from aethergraph.redis_clients import sync_client
 from aethergraph.settings import Settings
 
 CONNECT_TIMEOUT = 5.0  # seconds
@@ -118,7 +119,7 @@ def read_runs(client: redis.Redis, keys: Keys, now: float) -> list[dict[str, Any
 def read_status(settings: Settings) -> dict[str, Any]:
     """Workers, queues and runs of ``settings``' namespace on its broker, as one document."""
     keys = Keys(settings.namespace)
-    client = redis.Redis.from_url(
+    client = sync_client(
         settings.broker_url or "",
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=CONNECT_TIMEOUT,

@@ -13,8 +13,8 @@ after :data:`TTL` seconds without a new one), removed from the unacknowledged se
 a warning. The worker carries on with the next message. Nothing in a bad message is imported or
 run: decoding is JSON and base64 only.
 
-The worker runtime selects this transport for ``redis://`` and ``rediss://`` brokers
-(``broker_transport``); clients keep kombu's own.
+The worker runtime selects this transport for ``redis://`` and ``rediss://`` brokers, and its
+Sentinel twin for ``sentinel://`` ones (``broker_transport``); clients keep kombu's own.
 """
 
 from __future__ import annotations
@@ -116,4 +116,15 @@ class GuardedTransport(kombu_redis.Transport):
     Channel = GuardedChannel
 
 
+class GuardedSentinelChannel(GuardedChannel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the master found through Sentinels), guarded the same way."""
+
+
+class GuardedSentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with :class:`GuardedSentinelChannel`."""
+
+    Channel = GuardedSentinelChannel
+
+
 TRANSPORT = f"{__name__}:GuardedTransport"
+SENTINEL_TRANSPORT = f"{__name__}:GuardedSentinelTransport"

@@ -40,6 +40,7 @@ from celery.worker import state as worker_state
 
 from aethergraph.execution.wire import HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from aethergraph.keys import Keys
+from aethergraph.redis_clients import sync_client
 
 log = logging.getLogger("aethergraph.worker")
 
@@ -121,7 +122,7 @@ class Heartbeat:
     def _run(self) -> None:
         key = self.keys.worker(self.worker_id)
         index = self.keys.workers_index()
-        client = redis.Redis.from_url(
+        client = sync_client(
             self.url, socket_connect_timeout=self.interval, socket_timeout=self.interval
         )
         rescore = client.register_script(RESCORE)

@@ -37,6 +37,7 @@ from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.wire import outcome_message
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys
+from aethergraph.redis_clients import sync_client
 from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.settings import Settings
 
@@ -79,7 +80,7 @@ class OutcomePusher:
         if self._redis is None:  # redis-py pools reconnect after a fork by themselves
             # attempts over about the outage bound: capped pauses, plus the first fast ones
             attempts = int(self.settings.broker_outage_timeout / BACKOFF_CAP) + 5
-            self._redis = redis.Redis.from_url(
+            self._redis = sync_client(
                 self.settings.broker_url or "",
                 # a broker that stops answering is an error, never a slot blocked for good
                 socket_connect_timeout=CONNECT_TIMEOUT,

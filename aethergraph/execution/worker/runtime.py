@@ -112,9 +112,12 @@ class WorkerRuntime:
             # run(...)); its thread would not survive the fork into the pool. Stop it and what
             # runs on it now: each pool process starts its own loop.
             runtime_loop.shutdown()
-        if urlsplit(settings.broker_url or "").scheme in ("redis", "rediss"):
+        scheme = urlsplit(settings.broker_url or "").scheme
+        if scheme in ("redis", "rediss", "sentinel"):
             # a message the worker cannot decode is dead-lettered, never fatal
-            app.conf.broker_transport = bad_messages.TRANSPORT
+            app.conf.broker_transport = (
+                bad_messages.SENTINEL_TRANSPORT if scheme == "sentinel" else bad_messages.TRANSPORT
+            )
             app.conf.broker_transport_options = {
                 **(app.conf.broker_transport_options or {}),
                 bad_messages.OPTION: self.keys.dead_letters(),

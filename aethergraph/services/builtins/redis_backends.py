@@ -38,6 +38,7 @@ from aethergraph.errors import (
     ServiceUsageError,
 )
 from aethergraph.keys import Keys
+from aethergraph.redis_clients import async_client, is_sentinel, parse_sentinel, sync_client
 from aethergraph.services.builtins.artifacts import (
     INLINE_LIMIT,
     ArtifactStore,
@@ -78,10 +79,13 @@ def closed_transport_is_a_connection_error() -> Iterator[None]:
 
 def check_redis_url(url: Any) -> str:
     """Validate a Redis URL up front, so a typo fails at configuration time, not in a worker."""
+    if isinstance(url, str) and is_sentinel(url):
+        parse_sentinel(url)  # its own clear errors
+        return url
     if not isinstance(url, str) or urlsplit(url).scheme not in _URL_SCHEMES:
         shown = redact_url(url) if isinstance(url, str) else repr(url)
         raise ConfigurationError(
-            f"Redis backends need a redis://, rediss:// or unix:// URL, got {shown}; "
+            f"Redis backends need a redis://, rediss://, unix:// or sentinel:// URL, got {shown}; "
             "for example redis://:password@localhost:6379/0."
         )
     try:
@@ -151,7 +155,7 @@ class PerLoopClients:
                 return entry.client
             for dead in [other for other in self._clients if other.is_closed()]:
                 del self._clients[dead]  # their loops are gone; nothing can close them now
-            client = redis.asyncio.Redis.from_url(self.url, decode_responses=False)
+            client = async_client(self.url, decode_responses=False)
             guard = self._close_on_loop_shutdown(loop, client)
             self._clients[loop] = _LoopClient(client, guard)
         await anext(guard)  # first iteration registers it with this loop's async-gen hooks
@@ -361,7 +365,7 @@ class RedisMemoryBackend(RedisService, MemoryBackend):
     def _blocking_client(self) -> redis.Redis:
         with self._sync_lock:
             if self._sync_client is None:
-                self._sync_client = redis.Redis.from_url(self._clients.url, decode_responses=False)
+                self._sync_client = sync_client(self._clients.url, decode_responses=False)
             return self._sync_client
 
     def snapshot(self, run_id: str) -> list[MemoryEvent]:

@@ -30,6 +30,7 @@ from aethergraph.errors import (
     ServiceUsageError,
 )
 from aethergraph.keys import Keys
+from aethergraph.redis_clients import async_client
 from aethergraph.services.builtins.channel import ChannelBackend, ChannelMessage
 from aethergraph.services.builtins.redis_backends import (
     RedisService,
@@ -163,7 +164,7 @@ class RunEventSubscriber:
         if self._reader is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._client = redis.asyncio.Redis.from_url(self._url, decode_responses=False)
+        self._client = async_client(self._url, decode_responses=False)
         self._pubsub = self._client.pubsub()
         try:
             await self._pubsub.connect()  # type: ignore[no-untyped-call]  # unannotated upstream
