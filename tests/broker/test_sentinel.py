@@ -10,12 +10,9 @@ memory all find the master through the Sentinel.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,21 +35,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from polling import stop_group, wait_until  # noqa: E402
 from sentinel_tools import s_sum_of_squares  # noqa: E402
 
 TOOLS = str(HERE / "sentinel_tools.py")
 MASTER = "agmaster"
-
-
-def _wait(probe: object, what: str, timeout: float = 30.0) -> object:
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()  # type: ignore[operator]
-        if found:
-            return found
-        pause.wait(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +68,7 @@ def sentinel_url() -> Iterator[str]:
                 except redis.ConnectionError:
                     return False
 
-            _wait(knows_master, "the Sentinel to monitor the master")
+            wait_until(knows_master, "the Sentinel to monitor the master")
             probe.close()
             yield f"sentinel://:{password}@127.0.0.1:{port}/0?master_name={MASTER}"
         finally:
@@ -117,7 +104,7 @@ def test_a_graph_runs_through_a_sentinel(sentinel_url: str) -> None:
     keys = Keys(namespace)
     executor = CeleryExecutor(settings=Settings(broker_url=sentinel_url, namespace=namespace))
     try:
-        _wait(
+        wait_until(
             lambda: worker.poll() is not None or read_workers_sync(client, keys),
             "the worker's heartbeat through the Sentinel",
         )
@@ -127,12 +114,7 @@ def test_a_graph_runs_through_a_sentinel(sentinel_url: str) -> None:
         assert client.llen(keys.memory(run_id)) == 6  # the tools' memory().record(...)
     finally:
         runtime_loop.run_sync(close_executor(executor), timeout=30)
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(5)
+        stop_group(worker)
         for key in client.scan_iter(match=f"*{namespace}*"):
             client.delete(key)
         client.close()

@@ -10,13 +10,11 @@ real SIGKILLs. A ``LocalCluster`` starts exactly those, on the test's own privat
 from __future__ import annotations
 
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from polling import wait_until  # noqa: F401  # the tests import it from here
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -39,16 +37,3 @@ def cluster(redis_url: str) -> Iterator[object]:
         env={"PYTHONPATH": str(HERE)},
     ) as c:
         yield c
-
-
-def wait_until(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Wait (bounded) for a condition in another process that offers no event to await (a live
-    message travelling apart from the result, a worker's queue draining); return its value."""
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        pause.wait(0.02)
-    raise AssertionError(f"timed out waiting for {what}")

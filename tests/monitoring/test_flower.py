@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,8 +18,8 @@ import pytest
 
 pytest.importorskip("flower", reason="Flower is the optional extra aethergraph[flower]")
 
-from conftest import wait_until
 from monitor_tools import m_fails, m_fan, m_retries, m_squares
+from polling import stop_group, wait_until
 
 from aethergraph import run
 from aethergraph.errors import ToolError
@@ -68,12 +67,7 @@ def flower(monitored: Any) -> Iterator[str]:
         )
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, grace=10)
 
 
 def _tasks(base: str, search: str) -> dict[str, dict[str, Any]]:
@@ -178,9 +172,15 @@ def test_flower_metrics_count_failures_and_retries(monitored: Any, flower: str) 
                     if f'type="{kind}"' in labels and ('task="m_' in labels):
                         key = f"{kind}:{labels.split('task=')[1].split(',')[0].strip(chr(34))}"
                         found[key] = found.get(key, 0.0) + float(value)
-        return found if found.get("task-failed:m_explode", 0) >= 1 else None
+        failed, succeeded = (
+            found.get("task-failed:m_explode", 0),
+            found.get("task-succeeded:m_square", 0),
+        )
+        return found if failed >= 1 and succeeded >= 1 else None
 
-    found = wait_until(counts, "flower_events_total{type='task-failed'} for m_explode")
+    found = wait_until(
+        counts, "flower_events_total of m_explode's failure and m_square's successes"
+    )
     assert found["task-failed:m_explode"] >= 1
     assert found.get("task-succeeded:m_explode", 0) == 0  # never counted as a success
     assert found.get("task-succeeded:m_square", 0) >= 1

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HERE, TOOLS, wait_until
+from conftest import HERE, TOOLS
 from monitor_tools import m_fails, m_retries, m_squares
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from aethergraph import run

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from conftest import wait_until
 from monitor_tools import m_wait
+from polling import wait_until
 
 from aethergraph import submit
 
