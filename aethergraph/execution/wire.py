@@ -116,10 +116,16 @@ def _cut(text: str, limit: int) -> str:
 def node_kwargs_repr(node: dict[str, Any], kwargs: dict[str, Any], limit: int = REPR_LIMIT) -> str:
     """What Flower and Celery's events show as a one-node message's kwargs: a dict literal
     with the run and node ids first, so that Flower finds a run's tasks by its id (free text, or
-    ``kwargs:run_id=<id>``), and the tool's arguments (bounded) under ``args``."""
-    ids = repr({key: node.get(key) for key in ("run_id", "node_id", "attempt")})
-    args = _cut(repr({k: v for k, v in kwargs.items() if k != META}), limit - len(ids) - 12)
-    return f"{ids[:-1]}, 'args': {args}}}"
+    ``kwargs:run_id=<id>``), and the tool's arguments under ``args`` (cut to a string when they
+    are long, so the text stays a dict literal that Flower can parse)."""
+    ids = (
+        f"{{'run_id': {node.get('run_id')!r}, 'node_id': {node.get('node_id')!r}, "
+        f"'attempt': {node.get('attempt')!r}"
+    )
+    args = repr({k: v for k, v in kwargs.items() if k != META})
+    if len(args) > limit - len(ids):  # cut, as a string: the whole stays a dict literal
+        args = repr(_cut(args, max(20, limit - len(ids) - 20)))
+    return f"{ids}, 'args': {args}}}"
 
 
 def pack_kwargs_repr(nodes: list[dict[str, Any]], limit: int = REPR_LIMIT) -> str:
