@@ -114,6 +114,8 @@ def report(tool: str, done: Sequence[Finished]) -> dict[str, Any]:
 
     ``done``: every finished attempt of the message (one node, or a pack's nodes).
     """
+    if not done:  # a pack whose client went away before its first node: nothing ran
+        return {"nodes": 0}
     failed = [f for f in done if f.outcome.failure is not None]
     if failed and len(done) == 1 and _was_revoked(failed[0]):
         revoked(tool, str(failed[0].task_id))
