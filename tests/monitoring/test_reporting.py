@@ -31,9 +31,9 @@ def _failed(i: int, exc: BaseException, **meta: Any) -> Finished:
 
 
 def test_success_names_the_run_and_nodes() -> None:
-    assert report("t", [_ok(0)]) == {"run_id": "r1", "node_id": "t_0"}
-    assert report("t", [_ok(0), _ok(1)]) == {"run_id": "r1", "nodes": 2, "node_ids": ["t_0", "t_1"]}
-    assert report("t", []) == {"nodes": 0}
+    assert report("t", [_ok(0)]) == "t_0 of run r1: done"
+    assert report("t", [_ok(0), _ok(1)]) == "2 nodes of run r1: done"
+    assert report("t", []) == "no node ran: the client left"
 
 
 def test_a_final_failure_raises_a_tool_error_chained_to_the_tools_exception() -> None:

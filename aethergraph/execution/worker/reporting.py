@@ -6,8 +6,8 @@ show a failed node as SUCCESS, count it as a success in its ``/metrics`` and sho
 two successes. Once a message's outcomes are pushed, the task therefore ends the way its nodes
 did:
 
-* every node succeeded: the task returns :func:`summary` (the run id and node ids), which
-  Flower shows as the result;
+* every node succeeded: the task returns :func:`summary` (``square_3 of run 62c1…: done``),
+  which Flower shows as the result;
 * a node failed and the client will send it again (the failure is retryable and the attempt is
   within the tool's ``retries``, both carried in the message): the task raises Celery's
   ``Retry`` — Flower shows RETRY and counts a ``task-retried`` event; the next attempt is a new
@@ -65,13 +65,13 @@ def _was_revoked(f: Finished) -> bool:
     )
 
 
-def summary(done: Sequence[Finished]) -> dict[str, Any]:
-    """A successful message's Celery result: its run(s) and node ids (bounded by Celery)."""
-    runs = sorted({str(f.meta.get("run_id")) for f in done})
-    head: dict[str, Any] = {"run_id": runs[0]} if len(runs) == 1 else {"run_ids": runs}
+def summary(done: Sequence[Finished]) -> str:
+    """A successful message's Celery result: its node(s) and run, as one short line (a string:
+    Celery formats every result for its events and logs, and a dict costs it 5x more)."""
+    runs = ", ".join(sorted({str(f.meta.get("run_id")) for f in done}))
     if len(done) == 1:
-        return {**head, "node_id": done[0].meta.get("node_id")}
-    return {**head, "nodes": len(done), "node_ids": [f.meta.get("node_id") for f in done]}
+        return f"{done[0].meta.get('node_id')} of run {runs}: done"
+    return f"{len(done)} nodes of run {runs}: done"
 
 
 def node_error(tool: str, finished: Finished) -> ToolError:
@@ -109,13 +109,13 @@ def pack_error(tool: str, done: Sequence[Finished], failed: Sequence[Finished]) 
     )
 
 
-def report(tool: str, done: Sequence[Finished]) -> dict[str, Any]:
+def report(tool: str, done: Sequence[Finished]) -> str:
     """The task's result for a message whose outcomes are pushed — or raise its failure.
 
     ``done``: every finished attempt of the message (one node, or a pack's nodes).
     """
     if not done:  # a pack whose client went away before its first node: nothing ran
-        return {"nodes": 0}
+        return "no node ran: the client left"
     failed = [f for f in done if f.outcome.failure is not None]
     if failed and len(done) == 1 and _was_revoked(failed[0]):
         revoked(tool, str(failed[0].task_id))

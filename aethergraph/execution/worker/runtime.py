@@ -143,7 +143,7 @@ class WorkerRuntime:
             log.warning(
                 "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
             )
-            return {"skipped": f"client {client} is gone"}
+            return f"skipped: client {client} is gone"
         done: list[Finished] = []
         metrics = self.metrics
         nodes = len(meta["pack"]) if "pack" in meta else 1
