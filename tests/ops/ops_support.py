@@ -9,6 +9,7 @@ did not start.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,19 @@ def make_tls(folder: Path) -> dict[str, Path]:
     return {"ca": ca_crt, "cert": crt, "key": key}
 
 
+def override(text: str, **directives: str) -> str:
+    """A Redis config ``text`` with each directive's lines replaced by ``name value`` (appended
+    when the file has none). ``dir`` must be replaced, not appended: Redis changes into it while
+    it reads the file, so a production path that does not exist here would stop the server."""
+    for name, value in directives.items():
+        name = name.replace("_", "-")
+        line = f"{name} {value}"
+        text, n = re.subn(rf"^{re.escape(name)} .*$", lambda _m, line=line: line, text, flags=re.M)
+        if not n:
+            text += f"\n{line}\n"
+    return text
+
+
 class RedisProcess:
     """A ``redis-server`` started by a test from a config file, stopped by its pid."""
 
@@ -133,6 +147,7 @@ __all__ = [
     "child_env",
     "free_port",
     "make_tls",
+    "override",
     "run_tool",
     "venv_tool",
     "wait_until",

@@ -2,8 +2,8 @@
 with TLS and the least-privilege ACL users, and a graph run through it by a worker and a client
 that each log in as their own user.
 
-The server is started from a config that ``include``s broker/redis.conf unchanged and then
-overrides only what a test machine must: the TLS port (a free one), ``bind 127.0.0.1``, the data
+The server is started from a copy of broker/redis.conf in which only what a test machine must
+differ is replaced: the TLS port (a free one), ``bind 127.0.0.1``, the data
 directory, the certificate paths (a throwaway CA and server certificate made with openssl here)
 and the ACL file path (a copy of broker/users.acl with one extra ``ag-test-admin`` user, which
 only this test uses for CONFIG GET and ACL LOG). Everything else — plaintext port off, AOF,
@@ -42,6 +42,7 @@ from ops_support import (
     child_env,
     free_port,
     make_tls,
+    override,
     wait_until,
 )
 from ops_tools import ops_held
@@ -121,14 +122,16 @@ def broker() -> Iterator[Broker]:
         port = free_port()
         config = folder / "redis.conf"
         config.write_text(
-            f"include {REPO / 'broker' / 'redis.conf'}\n"
-            "bind 127.0.0.1\n"
-            f"tls-port {port}\n"
-            f"dir {folder}\n"
-            f"tls-cert-file {tls['cert']}\n"
-            f"tls-key-file {tls['key']}\n"
-            f"tls-ca-cert-file {tls['ca']}\n"
-            f"aclfile {acl}\n"
+            override(
+                (REPO / "broker" / "redis.conf").read_text(),
+                bind="127.0.0.1",
+                tls_port=str(port),
+                dir=str(folder),
+                tls_cert_file=str(tls["cert"]),
+                tls_key_file=str(tls["key"]),
+                tls_ca_cert_file=str(tls["ca"]),
+                aclfile=str(acl),
+            )
         )
         server = RedisProcess(config, log=folder / "redis.log")
         b = Broker(folder, port, tls, redis.Redis())
