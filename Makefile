@@ -49,3 +49,13 @@ bench-compare: dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results
+
+.PHONY: ops-check ops-image-check
+
+# the deployment files (workers/, broker/, ops/, docker-compose.yml), validated offline
+ops-check: dev
+	$(BIN)/python -m pytest tests/ops -q
+
+# the same plus the worker image's build steps replayed in a fresh venv (~30 s, needs PyPI)
+ops-image-check: dev
+	AETHERGRAPH_OPS_IMAGE=1 $(BIN)/python -m pytest tests/ops -q
