@@ -4,7 +4,7 @@ Copied into the worker image (``workers/Dockerfile``) when no tools package of y
 given; replace it with yours. A worker serves exactly the ``@tool`` functions its ``--tools``
 modules define (an allowlist), and clients must import the same module to trace their graphs.
 
-``square`` is plain CPU work; ``summarize`` uses every shared built-in (channel, memory, kv,
+``square`` is plain CPU work; ``total_and_store`` uses every shared built-in (channel, memory, kv,
 artifacts) and the ``scratch`` service of ``bootstrap.py``, so one run of ``squares`` exercises
 everything a worker needs from the broker.
 """
@@ -23,7 +23,7 @@ def square(x: int) -> dict[str, Any]:
 
 
 @tool(outputs=["total", "uri", "worker"])
-async def summarize(ys: list[int], *, context: NodeContext) -> dict[str, Any]:
+async def total_and_store(ys: list[int], *, context: NodeContext) -> dict[str, Any]:
     total = sum(ys)
     await context.channel().send_text(f"summing {len(ys)} squares")  # reaches the client live
     context.logger().info("total %d", total)  # so does this log record
@@ -43,7 +43,7 @@ def blob_size(blob: bytes) -> dict[str, Any]:
 
 @graph_fn(name="squares", outputs=["total", "uri", "worker"])
 async def squares(n: int = 10):
-    out = summarize(ys=[square(x=i)["y"] for i in range(n)])
+    out = total_and_store(ys=[square(x=i)["y"] for i in range(n)])
     return {"total": out["total"], "uri": out["uri"], "worker": out["worker"]}
 
 

@@ -259,7 +259,7 @@ def test_a_graph_runs_with_least_privilege(
     graph = example_tools.squares.last_graph
     ops = broker.client("ag-ops")
     keys = Keys(NAMESPACE)
-    assert ops.llen(keys.memory(graph.run_id)) == 1  # summarize's memory().record
+    assert ops.llen(keys.memory(graph.run_id)) == 1  # total_and_store's memory().record
     assert ops.exists(keys.kv("last_total"))
     big = os.urandom(300_000)  # over AETHERGRAPH_OFFLOAD_THRESHOLD: travels by reference
     assert run(example_tools.measure, blob=big, executor=client_executor) == {"size": 300_000}
