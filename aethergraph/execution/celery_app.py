@@ -82,6 +82,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # the namespace's own event and control exchanges: Flower, revokes and inspect see
         # this deployment only (Celery's defaults are shared by every app on the Redis DB)
         "event_exchange": keys.celery_events(),
+        "event_queue_prefix": keys.celery_events(),  # receivers' queues: <ns>.celeryev.<id>
         "control_exchange": keys.celery_control(),
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
