@@ -66,10 +66,11 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the caller must cope with losing it)."""
+def free_port(host: str = _HOST) -> int:
+    """A TCP port on ``host`` (loopback by default) that was free a moment ago (the caller must
+    cope with losing it)."""
     with socket.socket() as sock:
-        sock.bind((_HOST, 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -77,7 +78,9 @@ class RedisServer:
     """A private ``redis-server`` child process: started, checked, stopped and cleaned up.
 
     ``port=None`` picks a free port (and another one should that port be taken before the server
-    binds it); an explicit ``port`` is used as given. ``password`` sets ``requirepass`` and goes
+    binds it); an explicit ``port`` is used as given. ``host`` is the IPv4 address it listens on:
+    loopback by default; a batch-system cluster (``SlurmCluster``) binds an address its compute
+    nodes reach, with a password. ``password`` sets ``requirepass`` and goes
     into :attr:`url`. The server answers PING when :meth:`start` returns. :meth:`stop` ends it and
     removes its folder; :meth:`kill` and :meth:`restart` are for chaos tests: the broker dies
     without warning, then comes back, empty, on the same port and URL.
@@ -91,7 +94,14 @@ class RedisServer:
         executable: str | None = None,
         startup_timeout: float = 30.0,
         persistent: bool = False,
+        host: str = _HOST,
     ) -> None:
+        try:
+            socket.inet_aton(host)
+        except (OSError, TypeError):
+            raise ConfigurationError(
+                f"RedisServer(host=...) must be an IPv4 address to listen on, got {host!r}"
+            ) from None
         if port is not None and (isinstance(port, bool) or not 0 < port < 65536):
             raise ConfigurationError(f"RedisServer(port=...) must be 1..65535 or None, got {port}")
         if password is not None and (not password or any(c.isspace() for c in password)):
@@ -105,6 +115,7 @@ class RedisServer:
         #: keeps the data, as a production broker configured with AOF does
         self.persistent = persistent
         self.password = password
+        self.host = host
         self.startup_timeout = float(startup_timeout)
         self._fixed_port = port
         self._port: int | None = port
@@ -122,9 +133,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://[:password@]127.0.0.1:<port>/0``."""
+        """``redis://[:password@]<host>:<port>/0`` (host: 127.0.0.1 unless given)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{_HOST}:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -165,7 +176,7 @@ class RedisServer:
         attempt = 1
         while True:
             if self._fixed_port is None and (self._port is None or attempt > 1):
-                self._port = free_port()
+                self._port = free_port(self.host)
             try:
                 self._spawn(binary)
                 return self
@@ -181,7 +192,7 @@ class RedisServer:
         config = self._dir / "redis.conf"
         lines = [
             f"port {self.port}",
-            f"bind {_HOST}",
+            f"bind {self.host}",
             "protected-mode yes",
             'save ""',
             *(["appendonly yes", "appendfsync always"] if self.persistent else ["appendonly no"]),

@@ -6,6 +6,10 @@ its inputs and one :class:`RunOptions`, then opens the run and traces the body i
 ``run()`` works in plain scripts and inside an already-running event loop (Jupyter): there it runs
 the graph on a helper thread and blocks the cell until the result is in. Ctrl-C cancels the run.
 
+``executor=`` takes an executor, a name (``"local"``, ``"celery"``), or a cluster — anything with
+an ``__aethergraph_executor__()`` method (``LocalCluster``, ``SlurmCluster``, ``PBSCluster``),
+which gives its executor, starting the cluster if need be.
+
 Graph inputs are keyword arguments. An input whose name is also a run option (``executor``,
 ``run_id``, ...) goes in the positional mapping instead: ``run(gf, {"executor": "x"})``.
 """
@@ -18,7 +22,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Generator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError, GraphInputError, RuntimeUsageError
@@ -29,6 +33,23 @@ from aethergraph.scheduling.run import Run, RunOptions
 from aethergraph.scheduling.scheduler import RunScheduler
 from aethergraph.tracing.execute import execute_graph, new_graph, trace_into
 from aethergraph.tracing.graph_fn import GraphFunction
+
+
+@runtime_checkable
+class ExecutorSource(Protocol):
+    """A cluster (or anything) that provides the executor to run on: ``executor=cluster``."""
+
+    def __aethergraph_executor__(self) -> Executor: ...
+
+
+AnyExecutor = Executor | str | ExecutorSource | None
+
+
+def _executor(executor: AnyExecutor) -> Executor | str | None:
+    """The executor option as the run sees it: a cluster gives its own executor."""
+    if isinstance(executor, ExecutorSource) and not isinstance(executor, Executor | str):
+        return executor.__aethergraph_executor__()
+    return executor
 
 
 def _check_graph(gf: Any) -> GraphFunction:
@@ -62,7 +83,7 @@ async def run_async(
     inputs: Mapping[str, Any] | None = None,
     /,
     *,
-    executor: Executor | str | None = None,
+    executor: AnyExecutor = None,
     max_concurrency: int | None = None,
     fail_fast: bool = False,
     on_event: Listener | None = None,
@@ -71,7 +92,7 @@ async def run_async(
 ) -> dict[str, Any]:
     """Run a graph and return its outputs (``await gf(**inputs)`` with run options)."""
     graph = _check_graph(gf)
-    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
     return await execute_graph(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -131,7 +152,7 @@ def submit(
     inputs: Mapping[str, Any] | None = None,
     /,
     *,
-    executor: Executor | str | None = None,
+    executor: AnyExecutor = None,
     max_concurrency: int | None = None,
     fail_fast: bool = False,
     on_event: Listener | None = None,
@@ -140,7 +161,7 @@ def submit(
 ) -> RunHandle:
     """Start a run in the background and return a :class:`RunHandle` at once."""
     graph = _check_graph(gf)
-    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
     return _start(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -171,7 +192,7 @@ def run(
     inputs: Mapping[str, Any] | None = None,
     /,
     *,
-    executor: Executor | str | None = None,
+    executor: AnyExecutor = None,
     max_concurrency: int | None = None,
     fail_fast: bool = False,
     on_event: Listener | None = None,
@@ -185,7 +206,7 @@ def run(
             "run() blocks and cannot be called from a tool running on the runtime thread; "
             "use 'await run_async(...)' in an async tool"
         )
-    options = RunOptions(executor, max_concurrency, fail_fast, on_event, run_id)
+    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
     bound = _bind(graph, inputs, keyword_inputs)
     try:
         asyncio.get_running_loop()

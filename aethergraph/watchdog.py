@@ -17,6 +17,10 @@ child exits, which kills a cluster started from a helper thread (as a notebook's
 helper) while its owner lives on; and it is Linux-only. A process is identified by its pid
 *and* its start time, so a pid the system has reused since is never signalled.
 
+An owner may also leave commands to run on its death (``command``): a ``SlurmCluster`` leaves
+``scancel <job>`` for each job it submitted, so a killed notebook kernel leaves no batch job
+holding nodes until its walltime. Each runs once, with a time limit, after the processes stop.
+
 A process that forks while a watchdog runs, without ``exec``, keeps a copy of the write end
 (Python's own subprocesses do not inherit it: it is not inheritable); the watchdog then acts
 when the last copy closes.
@@ -24,6 +28,7 @@ when the last copy closes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -33,6 +38,7 @@ import time
 from pathlib import Path
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the owner died
+COMMAND_TIMEOUT = 30.0  # seconds a command left by the owner may take
 
 
 def _start_time(pid: int) -> str:
@@ -78,6 +84,17 @@ class Watchdog:
         """Remove the folder ``path`` if the owner dies."""
         self._say(f"dir {os.fspath(path)}")
 
+    def command(self, key: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Run ``argv`` (with ``env`` on top of the environment) if the owner dies; ``key``
+        names it for :meth:`uncommand` (one word, no whitespace)."""
+        if not key or any(c.isspace() for c in key):
+            raise ValueError(f"watchdog command key must be one word, got {key!r}")
+        self._say(f"cmd {key} {json.dumps({'argv': argv, 'env': env or {}})}")
+
+    def uncommand(self, key: str) -> None:
+        """The command left as ``key`` is no longer needed (its job ended)."""
+        self._say(f"uncmd {key}")
+
     def dismiss(self) -> None:
         """The owner cleaned up itself: the watchdog exits and touches nothing."""
         proc, self._proc = self._proc, None
@@ -118,6 +135,23 @@ def _signal(pid: int, group: bool, sig: int) -> None:
         pass
 
 
+def _run_commands(commands: dict[str, str]) -> None:
+    for order in commands.values():
+        try:
+            spec = json.loads(order)
+            subprocess.run(
+                [str(a) for a in spec["argv"]],
+                env={**os.environ, **spec["env"]},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
+            )
+        except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError):
+            continue  # nobody is left to tell: do the rest
+
+
 def _clean_up(watched: dict[int, tuple[bool, str]], folders: list[str]) -> None:
     targets = {pid: how for pid, how in watched.items() if _alive(pid, how[1])}
     for pid, (group, _) in targets.items():
@@ -137,6 +171,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watched: dict[int, tuple[bool, str]] = {}
     folders: list[str] = []
+    commands: dict[str, str] = {}
     for raw in sys.stdin.buffer:
         word, _, rest = raw.decode().strip().partition(" ")
         if word == "done":
@@ -148,7 +183,13 @@ def main() -> int:
             watched.pop(int(rest), None)
         elif word == "dir":
             folders.append(rest)
+        elif word == "cmd":
+            key, _, spec = rest.partition(" ")
+            commands[key] = spec
+        elif word == "uncmd":
+            commands.pop(rest, None)
     _clean_up(watched, folders)
+    _run_commands(commands)
     return 0
 
 

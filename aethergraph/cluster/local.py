@@ -237,6 +237,12 @@ class LocalCluster:
             self._executor = CeleryExecutor(settings=settings)
         return self._executor
 
+    def __aethergraph_executor__(self) -> CeleryExecutor:
+        """``run(gf, executor=cluster)``: this cluster's executor, starting it if need be."""
+        if not self._started:
+            self.start()
+        return self.executor
+
     def run(self, gf: GraphFunction, /, **kwargs: Any) -> dict[str, Any]:
         """``aethergraph.run`` on this cluster."""
         if not self._started:
