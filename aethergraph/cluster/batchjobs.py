@@ -152,6 +152,14 @@ class BatchJobs:
         return [j for j, s in self._jobs.items() if s not in ENDED and j not in self._cancelled]
 
     @property
+    def active_jobs(self) -> list[str]:
+        """Ids of this cluster's jobs that are queued or running (not ending, not cancelled),
+        oldest first: what ``scale()`` counts."""
+        with self._lock:
+            self._refresh()
+            return self._active()
+
+    @property
     def jobs(self) -> dict[str, str]:
         """This cluster's jobs still known to the batch system: id -> state (``PENDING``,
         ``RUNNING``, ...; PBS's one-letter states are named the same way)."""

@@ -10,7 +10,6 @@ passed on to the workers, which the shell then waits for.
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,11 @@ STATES = {
     "R": "RUNNING", "B": "RUNNING", "S": "SUSPENDED", "U": "SUSPENDED",
     "E": "EXITING", "F": "FINISHED", "X": "FINISHED", "C": "COMPLETED",
 }  # fmt: skip
+
+
+def _quoted(word: str) -> str:
+    """``word`` in single quotes, always (a bare ``a,b`` in an array reads as a typo)."""
+    return "'" + word.replace("'", "'\\''") + "'"
 
 
 class PBSCluster(JobQueueCluster):
@@ -69,7 +73,7 @@ class PBSCluster(JobQueueCluster):
             f"{spec.stop_lead} s",
             f"# before it; the worker gives its running nodes {spec.grace:g} s and hands the "
             "rest back.",
-            f"worker=({shlex.join(spec.worker_command())})",
+            f"worker=({' '.join(_quoted(a) for a in spec.worker_command())})",
             "pids=()",
             f"for ((i = 0; i < {spec.processes}; i++)); do",
             f"  timeout --signal=TERM --kill-after={math.ceil(spec.grace) + 15} {stop_after} \\",

@@ -77,7 +77,7 @@ def test_scale_submits_and_cancels_jobs(
         cluster.wait_for_workers(2, timeout=60)  # both jobs run at once: 1 core each
         assert {w["job"] for w in cluster.live_workers()} == jobs
         cluster.scale(1)
-        (kept,) = set(cluster.jobs) - {j for j, s in cluster.jobs.items() if s != "RUNNING"}
+        (kept,) = cluster.active_jobs
         wait_until(lambda: _gone(slurm, jobs - {kept}), "the cancelled job to leave squeue")
         assert kept in slurm.queue()
         wait_until(
