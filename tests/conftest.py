@@ -39,7 +39,7 @@ from aethergraph.services.runtime.registry import current_services  # noqa: E402
 
 REDIS_URL_ENV = "AETHERGRAPH_TEST_REDIS_URL"
 TEST_PREFIX = "agtest"  # every per-test namespace starts with it
-CLUSTER_PREFIX = "agc"  # LocalCluster's generated namespaces (aethergraph/cluster.py)
+CLUSTER_PREFIX = "agc"  # LocalCluster's generated namespaces (aethergraph/cluster/local.py)
 # Celery / kombu keys outside any namespace: task results, the global exchange bindings
 CELERY_GLOBALS = (
     "celery-task-meta-*",
