@@ -176,7 +176,7 @@ class RedisServer:
         attempt = 1
         while True:
             if self._fixed_port is None and (self._port is None or attempt > 1):
-                self._port = free_port(self.host)
+                self._port = free_port() if self.host == _HOST else free_port(self.host)
             try:
                 self._spawn(binary)
                 return self

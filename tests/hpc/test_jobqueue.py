@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOOLS
+from slurm_testbed import TOOLS
 
 from aethergraph import run
 from aethergraph.cluster import PBSCluster, SlurmCluster

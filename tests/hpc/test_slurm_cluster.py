@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TOOLS, Slurm
 from hpc_tools import hpc_sum_of_squares
 from polling import wait_until
+from slurm_testbed import TOOLS, Slurm, slurm_fixture  # noqa: F401  # the fixture
 
 from aethergraph import run
 from aethergraph.cluster import SlurmCluster

@@ -8,6 +8,10 @@ installed ``slurm.conf``. The daemons run in the foreground (``-D`` / ``-F``) as
 test process and are stopped by pid at the end; the clusters get ``SLURM_CONF`` through their
 ``env=``. Needs root (``SlurmUser=root``) and the Debian packages ``slurm-wlm`` and ``munge``;
 otherwise the tests that need it skip, saying why.
+
+Not a ``conftest.py`` on purpose: tests/distributed does ``from conftest import TOOLS``, and a
+second ``conftest`` module loaded first (as when both folders are named on the command line)
+would answer for it. The Slurm test module imports the fixture from here.
 """
 
 from __future__ import annotations
@@ -28,10 +32,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent
-for _path in (str(HERE), str(TESTS)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 TOOLS = str(HERE / "hpc_tools.py")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
@@ -144,8 +146,8 @@ def _wait_idle(slurm: Slurm, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the test Slurm's node did not become idle in {timeout:g}s\n{slurm.logs()}")
 
 
-@pytest.fixture(scope="session")
-def slurm() -> Iterator[Slurm]:
+@pytest.fixture(scope="session", name="slurm")
+def slurm_fixture() -> Iterator[Slurm]:
     """A running single-node Slurm (skips where it cannot run)."""
     if os.geteuid() != 0:
         pytest.skip("a private Slurm needs root here (SlurmUser=root; munged as root)")
