@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from polling import wait_until  # noqa: F401  # the tests import it from here
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-TOOLS = str(HERE / "celery_tools.py")
-CLIENT_TOOLS = str(HERE / "client_tools.py")
+from tool_paths import CLIENT_TOOLS, TOOLS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from client_tools import c_kv_get, c_len, c_nap
-from conftest import wait_until
+from polling import wait_until
 
 from aethergraph import RunCancelledError, graph_fn, run, runtime_loop, submit
 from aethergraph.cluster import LocalCluster

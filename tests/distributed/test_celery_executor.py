@@ -26,7 +26,7 @@ from celery_tools import (
     d_use_service,
     d_whoami,
 )
-from conftest import wait_until
+from polling import wait_until
 
 from aethergraph import RunCancelledError, ToolError, graph_fn, run, submit, tool
 from aethergraph.cluster import LocalCluster

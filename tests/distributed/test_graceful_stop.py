@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_block
-from conftest import HERE, TOOLS
+from tool_paths import HERE, TOOLS
 
 from aethergraph import graph_fn, runtime_loop, submit
 from aethergraph.cluster import LocalCluster

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_inc, d_special
-from conftest import HERE, TOOLS
+from tool_paths import HERE, TOOLS
 
 from aethergraph import ToolError, graph_fn, run
 from aethergraph.cluster import LocalCluster, find_redis_server

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_block, d_die, d_inc, d_sum
-from conftest import HERE, TOOLS
+from tool_paths import HERE, TOOLS
 
 from aethergraph import ToolError, graph_fn, run, submit
 from aethergraph.cluster import LocalCluster

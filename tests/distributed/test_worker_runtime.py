@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import redis
 from celery_tools import d_interval, d_unencodable
-from conftest import HERE, TOOLS, wait_until
+from polling import wait_until
+from tool_paths import HERE, TOOLS
 
 from aethergraph import ToolError, graph_fn
 from aethergraph.cluster import LocalCluster

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, TOOLS
 from monitor_tools import m_fails, m_retries, m_squares
 from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from aethergraph import run
 from aethergraph.errors import ToolError
 from aethergraph.redis_server import free_port
+
+HERE = Path(__file__).resolve().parent
+TOOLS = str(HERE / "monitor_tools.py")
 
 
 @pytest.fixture(scope="module")
