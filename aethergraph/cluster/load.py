@@ -4,7 +4,6 @@ and closing its executor without letting a failure there keep the jobs running."
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -13,12 +12,10 @@ from pathlib import Path
 import redis
 
 from aethergraph.execution.base import Executor
-from aethergraph.execution.celery.discovery import read_workers_sync
+from aethergraph.execution.celery.status import read_runs, read_workers
 from aethergraph.keys import Keys
 
 log = logging.getLogger("aethergraph")
-
-LIVE_RUN_FRESH = 10.0  # seconds: an older live-run entry is a dead client's (live_runs.py)
 
 
 def slots_wanted(client: redis.Redis, keys: Keys, queues: Sequence[str]) -> int:
@@ -28,24 +25,15 @@ def slots_wanted(client: redis.Redis, keys: Keys, queues: Sequence[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         pipe.llen(keys.tool_queue(queue))
-    pipe.hgetall(keys.live_runs())
-    *lengths, runs = pipe.execute()
-    held = 0
-    for worker in read_workers_sync(client, keys):
-        try:
-            held += len(json.loads(worker.get("held") or "[]"))
-        except ValueError:
-            continue  # a half-written hash
+    queued = sum(int(n) for n in pipe.execute())
+    held = sum(len(worker["held"]) for worker in read_workers(client, keys))
     in_flight = 0
-    now = time.time()
-    for raw in runs.values():
+    for entry in read_runs(client, keys, time.time()):  # what `aethergraph status` reads
         try:
-            entry = json.loads(raw)
-            if now - float(entry.get("updated", 0)) < LIVE_RUN_FRESH:
-                in_flight += int(entry.get("counts", {}).get("running", 0))
-        except (ValueError, TypeError, AttributeError):
-            continue
-    return max(sum(int(n) for n in lengths) + held, in_flight)
+            in_flight += int(entry["counts"].get("running", 0))
+        except (TypeError, ValueError, AttributeError):
+            continue  # a foreign entry
+    return max(queued + held, in_flight)
 
 
 def job_log_tail(directory: Path, limit: int = 3000) -> str:

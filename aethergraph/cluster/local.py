@@ -17,7 +17,6 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import signal
@@ -34,6 +33,7 @@ from typing import Any
 
 import redis
 
+from aethergraph.cluster.load import close_executor_quietly
 from aethergraph.errors import ConfigurationError, RuntimeUsageError
 from aethergraph.execution.celery import CeleryExecutor
 from aethergraph.keys import DEFAULT_QUEUE, Keys
@@ -43,8 +43,6 @@ from aethergraph.runner import run
 from aethergraph.settings import get_settings, redact_url
 from aethergraph.tracing.graph_fn import GraphFunction
 from aethergraph.watchdog import Watchdog
-
-log = logging.getLogger("aethergraph")
 
 
 def _default_tools() -> list[str]:
@@ -251,15 +249,8 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop the workers and the private Redis, remove temporary files (idempotent)."""
-        if self._executor is not None:
-            from aethergraph import runtime_loop
-            from aethergraph.execution.select import close_executor
-
-            try:
-                runtime_loop.run_sync(close_executor(self._executor), timeout=30)
-            except Exception:  # the processes are stopped below either way; say what failed
-                log.warning("closing the cluster's executor failed", exc_info=True)
-            self._executor = None
+        close_executor_quietly(self._executor)  # the processes are stopped below either way
+        self._executor = None
         for index, proc in enumerate(self._workers):
             if proc.poll() is None:
                 self.kill_worker(index, signal.SIGTERM)

@@ -70,6 +70,11 @@ def queue_names(client: redis.Redis, keys: Keys) -> list[str]:
     return sorted(found)
 
 
+def read_workers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """The live workers, their heartbeat fields parsed (``held`` and ``tools`` as lists)."""
+    return sorted((_worker(w) for w in read_workers_sync(client, keys)), key=_by_host)
+
+
 def read_queues(
     client: redis.Redis, keys: Keys, workers: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -126,7 +131,7 @@ def read_status(settings: Settings) -> dict[str, Any]:
     )
     try:
         now = time.time()
-        workers = sorted((_worker(w) for w in read_workers_sync(client, keys)), key=_by_host)
+        workers = read_workers(client, keys)
         return {
             "namespace": settings.namespace,
             "time": now,
