@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from aethergraph import LocalExecutor, ToolError, graph_fn, run, run_async, submit, tool
+from aethergraph import (
+    LocalExecutor,
+    ToolError,
+    graph_fn,
+    run,
+    run_async,
+    submit,
+    tool,
+)
 from aethergraph.errors import ConfigurationError, GraphInputError, InternalError
 from aethergraph.execution.base import DoneCallback, NodeJob, NodeOutcome
 from aethergraph.scheduling import gc_pacing
@@ -207,8 +215,14 @@ def test_last_graph_keeps_structure_not_values() -> None:
 
 def test_a_finished_run_leaves_no_reference_cycle() -> None:
     """The run's state (its scheduler, node table, node states) is freed by reference counting the
-    moment the run is dropped, not later by the cyclic collector."""
-    states: list[weakref.ref[Any]] = []
+    moment the run is dropped, not later by the cyclic collector.
+
+    "Dropped" includes the other threads' side: the tool thread that reported the last outcome
+    and the runtime-loop drain that finished the run may still be returning (their frames hold
+    the scheduler's bound methods for a moment) when ``run()`` does. So the test waits, with the
+    collector off, for the scheduler's finalizer: only reference counting can fire it then, and a
+    cycle never would."""
+    freed: list[threading.Event] = []
 
     @tool(outputs=["y"])
     def rn_leaf(x: int) -> dict[str, Any]:
@@ -217,16 +231,18 @@ def test_a_finished_run_leaves_no_reference_cycle() -> None:
     @graph_fn(name="rn_no_cycle", outputs=["n"])
     async def body() -> Any:
         handles = [rn_leaf(x=i) for i in range(200)]
-        states.append(weakref.ref(handles[0]._run))  # the run's scheduler
+        event = threading.Event()
+        weakref.finalize(handles[0]._run, event.set)  # the run's scheduler
+        freed.append(event)
         return {"n": len(handles)}
 
     run(body)  # warm: imports and first-run caches are not this test's business
-    states.clear()
+    freed.clear()
     gc.collect()
     gc.disable()
     try:
         assert run(body) == {"n": 200}
-        assert states[0]() is None  # freed already: nothing but a cycle could have kept it
+        assert freed[0].wait(10), "the finished run's scheduler was not freed without the collector"
         assert gc.collect() == 0
     finally:
         gc.enable()
