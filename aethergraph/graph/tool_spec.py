@@ -6,6 +6,7 @@ paths (tracing 10^5 calls, running them) do no ``inspect`` work.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import random
 from collections.abc import Callable, Mapping
@@ -50,6 +51,19 @@ class ToolPolicy:
         return float(delay)
 
 
+def _digest_source(name: str, version: str, fn: Callable[..., Any]) -> str:
+    """Hash the function's own source (``inspect.getsource``; IPython keeps every cell's
+    source for it), not the helpers it calls, as Prefect's task-source cache policy does. Where
+    no source can be read (a function built with ``exec``), its compiled code stands in."""
+    target = inspect.unwrap(fn)
+    try:
+        text = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = repr((code.co_code, code.co_consts, code.co_names)) if code else repr(target)
+    return hashlib.sha256(f"{name}\0{version}\0{text}".encode()).hexdigest()[:16]
+
+
 class ToolSpec:
     """A tool: its function, declared outputs, policy and precomputed signature facts."""
 
@@ -64,6 +78,7 @@ class ToolSpec:
         "policy",
         "positional",
         "required",
+        "source_digest",
         "version",
         "wants_context",
     )
@@ -115,6 +130,11 @@ class ToolSpec:
         self.params = frozenset(params)
         self.positional = tuple(positional)
         self.required = frozenset(required)
+        #: a short hash of the name, version and source text: it tells two definitions of a
+        #: tool apart (a cell run again with an edited body; a worker that imported the tools
+        #: module before it was edited). Read now, at definition: the source file may change
+        #: later while the code loaded from it does not.
+        self.source_digest = _digest_source(name, version, fn)
 
     # -- calls -----------------------------------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
