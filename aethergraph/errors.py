@@ -132,6 +132,12 @@ class WorkerKilledError(AetherGraphError, RuntimeError):
     node (a crash, an out-of-memory kill), failed instead of killing the pool for ever."""
 
 
+class ToolCodeError(AetherGraphError, RuntimeError):
+    """A worker does not have the code of a node's tool that its client has: the tool was
+    edited after the worker imported it (restart the workers: ``cluster.restart()``), or the
+    code a client shipped from a notebook could not be read or loaded there."""
+
+
 class InternalError(AetherGraphError, RuntimeError):
     """A bug inside AetherGraph: the run fails with this (and the original traceback) instead
     of hanging. Please report it with the traceback."""
@@ -280,6 +286,7 @@ __all__ = [
     "ServiceRegistrationError",
     "ServiceUsageError",
     "ToolCallError",
+    "ToolCodeError",
     "ToolError",
     "UnknownOutputError",
     "UnknownServiceError",

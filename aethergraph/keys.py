@@ -64,6 +64,10 @@ class Keys:
     def artifact(self, digest: str) -> str:
         return f"{self.ns}:art:{digest}"
 
+    # a tool's code shipped by a client from a notebook (cloudpickle; content addressed)
+    def shipped_code(self, digest: str) -> str:
+        return f"{self.ns}:code:{digest}"
+
     # live channel/log/event messages of one run, pushed to the submitting client
     def run_channel(self, run_id: str) -> str:
         return f"{self.ns}:run:{run_id}:events"

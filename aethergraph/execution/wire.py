@@ -56,6 +56,7 @@ def task_envelope(
     task_id: str,
     task_name: str,
     kwargs: dict[str, Any],
+    tool_name: str | None = None,
     queue: str,
     time_limit: float | None,
     soft_time_limit: float | None,
@@ -65,7 +66,10 @@ def task_envelope(
     """The JSON kombu stores in the queue's Redis list for one Celery task message.
 
     ``delivery_tag`` names the message in kombu's ``unacked`` hash while a worker holds it
-    (the client passes the task id, to check cheaply that a message still exists)."""
+    (the client passes the task id, to check cheaply that a message still exists).
+    ``tool_name``: the tool, when the task is another (a shipped notebook tool's messages are
+    the ``aethergraph.shipped`` task): Celery's *shadow* name, which its events, worker log and
+    Flower show instead of the task's."""
     body = jsontext.dumps([[], kwargs, _EMBED])
     envelope = {
         "body": base64.b64encode(body).decode("ascii"),
@@ -75,7 +79,7 @@ def task_envelope(
             "lang": "py",
             "task": task_name,
             "id": task_id,
-            "shadow": None,
+            "shadow": tool_name if tool_name and tool_name != task_name else None,
             "eta": None,
             "expires": None,
             "group": None,

@@ -106,9 +106,11 @@ class LiveWorkers:
     def stale(self) -> bool:
         return time.monotonic() - self._fetched_at > REFRESH
 
-    def serves(self, job: NodeJob) -> bool:
+    def serves(self, job: NodeJob, task: str | None = None) -> bool:
+        """Does a live worker on the job's queue serve its tool (or ``task``, the Celery task
+        that carries it, when that is not the tool's own: shipped notebook tools)?"""
         queue = self._keys.tool_queue(job.tool.policy.queue)
-        return job.tool.name in self.served.get(queue, ())
+        return (task or job.tool.name) in self.served.get(queue, ())
 
     async def refresh(self, client: aioredis.Redis) -> None:
         now = time.monotonic()

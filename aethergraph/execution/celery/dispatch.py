@@ -58,7 +58,9 @@ from aethergraph.execution.celery.discovery import LiveWorkers
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight, Sent
 from aethergraph.execution.celery.offloads import RunOffloads
+from aethergraph.execution.shipping import SHIPPED_TASK, CodeShipper, is_notebook_tool
 from aethergraph.execution.wire import META, node_kwargs_repr, pack_kwargs_repr, task_envelope
+from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import DEFAULT_QUEUE, Keys
 from aethergraph.services.builtins.redis_backends import closed_transport_is_a_connection_error
 from aethergraph.settings import Settings
@@ -92,8 +94,22 @@ def node_meta(job: NodeJob) -> dict[str, Any]:
     }
 
 
-def no_worker_error(job: NodeJob, waited: float) -> WorkerUnavailableError:
+def no_worker_error(job: NodeJob, waited: float, shipping: bool) -> WorkerUnavailableError:
     queue = job.tool.policy.queue or DEFAULT_QUEUE
+    if is_notebook_tool(job.tool):
+        where = (
+            f"no live worker on queue {queue!r} accepts code shipped from the notebook (start "
+            f"one with: aethergraph worker --accept-code -Q {queue})"
+            if shipping
+            else f"no live worker serves it on queue {queue!r}, and this client does not ship "
+            "code (workers cannot import a notebook)"
+        )
+        return WorkerUnavailableError(
+            f"tool {job.tool.name!r} is defined in the notebook (__main__), and {where}; waited "
+            f"{waited:g}s. A LocalCluster ships notebook tools to its workers; for other workers "
+            "move the tool to a module and start them with --tools <module>, or see "
+            "docs/notebooks.md for AETHERGRAPH_SHIP_CODE on a shared broker"
+        )
     return WorkerUnavailableError(
         f"no live worker serves tool {job.tool.name!r} on queue {queue!r} (waited "
         f"{waited:g}s); start one with: aethergraph worker --tools "
@@ -125,8 +141,11 @@ class Dispatcher:
         offloads: RunOffloads,
         background: Background,
         stats: dict[str, int],
+        shipper: CodeShipper | None = None,
     ) -> None:
         self._settings = settings
+        #: ships notebook tools' code (None: this client does not, AETHERGRAPH_SHIP_CODE off)
+        self.shipper = shipper
         self._keys = keys
         self._client_id = client_id
         self._table = table
@@ -220,11 +239,11 @@ class Dispatcher:
         for job, on_done, deadline in self._waiting:
             if job.key not in unsent:
                 continue  # cancelled while waiting
-            if workers.serves(job):
+            if workers.serves(job, self._task_name(job.tool)):
                 batch.append((job, on_done))
             elif now >= deadline:
                 unsent.discard(job.key)
-                exc = no_worker_error(job, self._settings.worker_wait)
+                exc = no_worker_error(job, self._settings.worker_wait, self.shipper is not None)
                 on_done(job, NodeOutcome(failure=failure_from(exc)))
             else:
                 still_waiting.append((job, on_done, deadline))
@@ -235,11 +254,26 @@ class Dispatcher:
             job, on_done = outbox.popleft()
             if job.key not in unsent:
                 continue  # cancelled before its turn
-            if workers.serves(job):
+            if workers.serves(job, self._task_name(job.tool)):
                 batch.append((job, on_done))
             else:
                 self._waiting.append((job, on_done, now + wait))
         return batch
+
+    def _task_name(self, tool: ToolSpec) -> str:
+        """The Celery task of a tool's messages: its own, or the shipped-code task for a
+        notebook tool when this client ships code (``shipping.py``)."""
+        if self.shipper is not None and is_notebook_tool(tool):
+            return SHIPPED_TASK
+        return tool.name
+
+    def _code_meta(self, tool: ToolSpec, task_name: str) -> dict[str, Any]:
+        """What a message says about its tool's code: the shipped code's digest, or the
+        source digest a worker compares with its own (a stale worker: ``ToolCodeError``)."""
+        if task_name == SHIPPED_TASK:
+            assert self.shipper is not None
+            return {"code": self.shipper.digest(tool)}
+        return {"src": tool.source_digest}
 
     def _put_back(self, batch: list[_Entry]) -> None:
         """A pass failed on the broker: its unsent nodes go first in the next one."""
@@ -279,6 +313,7 @@ class Dispatcher:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         messages: list[Sent] = []
+        uploaded = self._queue_code(pipe, encoded)
         try:
             self._build(pipe, messages, encoded)
             if messages:
@@ -289,7 +324,25 @@ class Dispatcher:
             for message in messages:
                 for pending in self._table.drop_message(message):
                     unsent.add(pending.job.key)
+            if self.shipper is not None:
+                self.shipper.forget_written(uploaded)
             raise
+
+    def _queue_code(self, pipe: Any, encoded: list[_Encoded]) -> list[str]:
+        """Queue the code of the batch's notebook tools on ``pipe``, ahead of the messages
+        that name it (one connection, in order: a worker never sees a message first)."""
+        shipper = self.shipper
+        if shipper is None:
+            return []
+        digests = {
+            shipper.digest(job.tool)
+            for job, _, _ in encoded
+            if self._task_name(job.tool) == SHIPPED_TASK
+        }
+        due = shipper.uploads(digests)
+        for digest, blob in due:
+            pipe.set(self._keys.shipped_code(digest), blob, ex=int(shipper.ttl))
+        return [digest for digest, _ in due]
 
     def _build(self, pipe: Any, messages: list[Sent], encoded: list[_Encoded]) -> None:
         """Queue the batch's messages on ``pipe``: packs where they pay, single nodes else."""
@@ -315,8 +368,12 @@ class Dispatcher:
                 self._add_pack(pipe, messages, tool_name, entries[start : start + size], queue)
 
     async def _encode(self, job: NodeJob, on_done: DoneCallback) -> dict[str, Any] | None:
-        """The node's arguments as wire JSON (large values offloaded); None if it failed."""
+        """The node's arguments as wire JSON (large values offloaded); None if it failed
+        (also when its notebook tool cannot be pickled for shipping)."""
         try:
+            if self._task_name(job.tool) == SHIPPED_TASK:
+                assert self.shipper is not None
+                self.shipper.digest(job.tool)  # pickled now: a failure is this node's
             kwargs: dict[str, Any] = codec.encode(job.args, where=f"node {job.node_id!r} argument")
         except Exception as exc:  # a value that cannot be encoded: retrying cannot help
             self._unsent.discard(job.key)
@@ -338,11 +395,17 @@ class Dispatcher:
         """One node, one Celery message (with the tool's time limits)."""
         job, on_done, kwargs = entry
         task_id = uuid.uuid4().hex
-        kwargs[META] = {**message_meta(self._client_id, self._lease), **node_meta(job)}
+        task_name = self._task_name(job.tool)
+        kwargs[META] = {
+            **message_meta(self._client_id, self._lease),
+            **self._code_meta(job.tool, task_name),
+            **node_meta(job),
+        }
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
-            task_name=job.tool.name,
+            task_name=task_name,
+            tool_name=job.tool.name,
             kwargs=kwargs,
             queue=queue,
             time_limit=timeout + TIMEOUT_GRACE if timeout else None,
@@ -373,10 +436,18 @@ class Dispatcher:
             nodes.append(node)
             carried.append((node_key, job, on_done))
         self._table.add(message, carried)
+        tool = entries[0][0].tool
+        task_name = self._task_name(tool)
+        meta = {
+            **message_meta(self._client_id, self._lease),
+            **self._code_meta(tool, task_name),
+            "pack": nodes,
+        }
         envelope = task_envelope(
             task_id=pack_id,
-            task_name=tool_name,
-            kwargs={META: {**message_meta(self._client_id, self._lease), "pack": nodes}},
+            task_name=task_name,
+            tool_name=tool_name,
+            kwargs={META: meta},
             queue=queue,
             time_limit=None,
             soft_time_limit=None,

@@ -38,6 +38,7 @@ from aethergraph.execution.celery.orphans import Orphans
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.execution.celery.results import POP_WAIT, ResultListener
 from aethergraph.execution.celery.revoke import Revoker
+from aethergraph.execution.shipping import CodeShipper
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.artifacts import ArtifactStore, FilesystemArtifactStore
 from aethergraph.services.builtins.redis_backends import (
@@ -118,6 +119,7 @@ class CeleryExecutor(Executor):
             offloads=self._offloads,
             background=self._background,
             stats=self.stats,
+            shipper=CodeShipper() if base.ship_code else None,
         )
         self.recovery = Recovery(
             table=self._table,
@@ -212,6 +214,8 @@ class CeleryExecutor(Executor):
     # -- nodes -------------------------------------------------------------------------
     def run_started(self, run_id: str, describe: Callable[[], dict[str, Any]]) -> None:
         self._live_runs.started(run_id, describe)
+        if self._dispatcher.shipper is not None:
+            self._dispatcher.shipper.new_run()
 
     def run_ended(self, run_id: str) -> None:
         self._live_runs.ended(run_id)

@@ -24,7 +24,8 @@ from celery import Celery
 from celery.exceptions import WorkerLostError
 
 from aethergraph import runtime_loop
-from aethergraph.errors import ConfigurationError
+from aethergraph.errors import ConfigurationError, ToolCodeError
+from aethergraph.execution.base import failure_from
 from aethergraph.execution.wire import META
 from aethergraph.execution.worker import bad_messages, reporting
 from aethergraph.execution.worker.heartbeat import Heartbeat
@@ -33,6 +34,7 @@ from aethergraph.execution.worker.metrics import WorkerMetrics
 from aethergraph.execution.worker.outcomes import Finished, OutcomePusher, failed_now, failure_for
 from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.services import WorkerServices
+from aethergraph.execution.worker.shipped import ToolCode
 from aethergraph.execution.worker.signals import connect_signals
 from aethergraph.execution.worker.stopping import GracefulStop
 from aethergraph.execution.worker.tasks import register_tool_tasks, unknown_task_outcomes
@@ -83,6 +85,8 @@ class WorkerRuntime:
         )
         self.pusher = OutcomePusher(settings, self.keys, lambda: self.services.builtins.artifacts)
         self.leases = Leases(self.keys, self.pusher.redis)
+        #: shipped notebook tools, and the check for tools edited since this worker started
+        self.code = ToolCode(self.keys, self.pusher.redis, mismatch=settings.source_mismatch)
         if async_concurrency is None:
             async_concurrency = settings.async_concurrency
         if async_concurrency < 1:
@@ -144,6 +148,14 @@ class WorkerRuntime:
                 "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
             )
             return f"skipped: client {client} is gone"
+        try:
+            spec = self.code.resolve(spec, meta)
+        except ToolCodeError as exc:  # every node of the message fails, saying why
+            failed = failed_now(failure_from(exc, retryable=False))
+            nodes = meta.get("pack") or [{**meta, "id": task_id}]
+            finished = [Finished(str(node["id"]), node, failed) for node in nodes]
+            self.pusher.push(client, finished)
+            return reporting.report(spec.name, finished)
         done: list[Finished] = []
         metrics = self.metrics
         nodes = len(meta["pack"]) if "pack" in meta else 1

@@ -19,6 +19,7 @@ from celery import Celery
 
 from aethergraph.errors import WorkerUnavailableError, qualified_name
 from aethergraph.execution.base import NodeFailure
+from aethergraph.execution.shipping import SHIPPED_TASK
 from aethergraph.execution.wire import META
 from aethergraph.execution.worker.outcomes import Finished, failed_now
 from aethergraph.graph.tool_spec import ToolSpec
@@ -47,7 +48,7 @@ def _register(app: Celery, spec: ToolSpec, execute: Execute) -> None:
     def node_task(self: Any, **kwargs: Any) -> Any:
         return execute(self.request.id, spec, kwargs)
 
-    node_task.__name__ = spec.name
+    node_task.__name__ = spec.name.replace(".", "_")  # celery execs a header named after it
     node_task.__doc__ = spec.description
     app.task(
         name=spec.name,
@@ -74,10 +75,17 @@ def unknown_task_outcomes(
     meta = kwargs.get(META) if isinstance(kwargs, dict) else None
     if not isinstance(meta, dict) or "client" not in meta:
         return None
-    error = WorkerUnavailableError(
-        f"worker {worker_id} does not serve tool {name!r} (it serves {sorted(served)}); start "
-        f"workers for this queue with --tools <module defining {name}>"
-    )
+    if name == SHIPPED_TASK:
+        error = WorkerUnavailableError(
+            f"worker {worker_id} does not accept tools shipped from notebooks (it serves "
+            f"{sorted(served)}); start workers for this queue with --accept-code "
+            "(docs/notebooks.md)"
+        )
+    else:
+        error = WorkerUnavailableError(
+            f"worker {worker_id} does not serve tool {name!r} (it serves {sorted(served)}); "
+            f"start workers for this queue with --tools <module defining {name}>"
+        )
     failure = NodeFailure(qualified_name(error), str(error), retryable=False)
     nodes = meta.get("pack") or [{**meta, "id": task_id}]
     outcome = failed_now(failure)
