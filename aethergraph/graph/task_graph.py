@@ -2,13 +2,14 @@
 
 Tracing adds a :class:`TaskNode` per ``@tool`` call; the scheduler updates its status, attempts and
 timings as it runs. After a run the graph is kept on ``GraphFunction.last_graph`` for inspection,
-JSON dumps (``to_dict`` / ``from_dict`` round-trip) and pictures (``to_mermaid`` / ``to_dot``).
+JSON dumps (``to_dict`` / ``from_dict`` round-trip) and pictures (``to_mermaid`` / ``to_dot``, and
+``to_svg``, which is also what a notebook shows for a graph).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -274,6 +275,32 @@ class TaskGraph:
         from aethergraph.graph.export import to_dot
 
         return to_dot(self)
+
+    def to_svg(self, max_nodes: int = 60) -> str:
+        """A self-contained SVG of the graph, nodes coloured by status, with tooltips.
+
+        Unlike Mermaid or DOT it needs no renderer, so it also shows in a notebook saved to
+        HTML and opened offline. Above ``max_nodes`` nodes it draws one box per tool.
+        """
+        from aethergraph.graph.picture import graph_svg
+
+        return graph_svg(self, max_nodes=max_nodes)
+
+    def _repr_svg_(self) -> str:
+        return self.to_svg()
+
+    def _repr_html_(self) -> str:
+        from aethergraph.graph.picture import graph_html
+
+        return graph_html(self)
+
+    def _repr_mimebundle_(
+        self, include: Container[str] | None = None, exclude: Container[str] | None = None
+    ) -> dict[str, str]:
+        """What Jupyter displays: the picture (HTML with a header, and SVG) and ``repr``."""
+        from aethergraph.graph.picture import graph_mimebundle
+
+        return graph_mimebundle(self, include=include, exclude=exclude)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.status_counts().items() if v)
