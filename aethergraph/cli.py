@@ -2,6 +2,10 @@
 
 Also ``python -m aethergraph`` (see ``__main__.py``). Every mistake of the user's ends in one
 ``error: …`` line on stderr and exit code 2; URLs are shown with their passwords redacted.
+
+``run`` and ``demo`` show a progress bar on stderr when it is a terminal, and one line per
+finished node when it is not (a log). ``--progress`` asks for the live progress anywhere (in a log:
+a line every ~10 s and a summary, which suits runs of many nodes); ``--no-progress`` shows none.
 """
 
 from __future__ import annotations
@@ -70,8 +74,9 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return inputs
 
 
-class _Progress:
-    """One status line per finished node on stderr (``--quiet`` turns it off)."""
+class _NodeLines:
+    """One status line per finished node on stderr: the default when stderr is no terminal
+    (a log), where a redrawn bar would be noise; ``--quiet`` or ``--no-progress`` turn it off."""
 
     def __init__(self) -> None:
         self.total = 0
@@ -137,10 +142,23 @@ def _run_on_broker(gf: GraphFunction, inputs: dict[str, Any], settings: Settings
         ) from exc
 
 
+def _progress(args: Any) -> tuple[bool, _NodeLines | None]:
+    """The run's ``progress=`` and per-node line listener: ``--progress``/``--no-progress``
+    when given; else (unless ``--quiet``) the live bar on a terminal, per-node lines in a log."""
+    if args.progress is not None:
+        return bool(args.progress), None
+    if args.quiet:
+        return False, None
+    if sys.stderr.isatty():
+        return True, None
+    return False, _NodeLines()
+
+
 def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, args: Any) -> int:
     quiet, mermaid = args.quiet, args.mermaid
     started = time.perf_counter()
-    result = run(gf, inputs, executor=executor, on_event=None if quiet else _Progress())
+    progress, lines = _progress(args)
+    result = run(gf, inputs, executor=executor, progress=progress, on_event=lines)
     elapsed = time.perf_counter() - started
     print(json.dumps(result, indent=2, default=str))
     graph = gf.last_graph
@@ -153,7 +171,18 @@ def _run_and_print(gf: GraphFunction, inputs: dict[str, Any], executor: Any, arg
 
 
 def _where_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no per-node progress lines")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (unless --progress), no per-node lines, no 'N nodes in Xs' line",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live progress on stderr: a bar on a terminal, a line every ~10 s in a log "
+        "(default: a bar on a terminal, per-node lines otherwise)",
+    )
     parser.add_argument("--mermaid", action="store_true", help="print the graph as Mermaid")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(

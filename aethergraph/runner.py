@@ -10,8 +10,13 @@ the graph on a helper thread and blocks the cell until the result is in. Ctrl-C 
 an ``__aethergraph_executor__()`` method (``LocalCluster``, ``SlurmCluster``, ``PBSCluster``),
 which gives its executor, starting the cluster if need be.
 
+``progress=True`` shows the run while it runs: a live table in Jupyter, a tqdm bar on a
+terminal, periodic lines in a log (:mod:`aethergraph.progress`); ``progress="graph"`` adds the
+live graph picture in Jupyter. A :class:`RunHandle` shows its run's status in Jupyter too.
+
 Graph inputs are keyword arguments. An input whose name is also a run option (``executor``,
-``run_id``, ...) goes in the positional mapping instead: ``run(gf, {"executor": "x"})``.
+``run_id``, ``progress``, ...) goes in the positional mapping instead:
+``run(gf, {"executor": "x"})``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Generator, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +34,7 @@ from aethergraph import runtime_loop
 from aethergraph.errors import ConfigurationError, GraphInputError, RuntimeUsageError
 from aethergraph.execution.base import Executor
 from aethergraph.graph.task_graph import TaskGraph
+from aethergraph.progress import ProgressOption, graph_snapshot, snapshot_html
 from aethergraph.scheduling.events import Listener
 from aethergraph.scheduling.run import Run, RunOptions
 from aethergraph.scheduling.scheduler import RunScheduler
@@ -50,6 +57,24 @@ def _executor(executor: AnyExecutor) -> Executor | str | None:
     if isinstance(executor, ExecutorSource) and not isinstance(executor, Executor | str):
         return executor.__aethergraph_executor__()
     return executor
+
+
+def _options(
+    executor: AnyExecutor,
+    max_concurrency: int | None,
+    fail_fast: bool,
+    on_event: Listener | None,
+    run_id: str | None,
+    progress: ProgressOption,
+) -> RunOptions:
+    return RunOptions(
+        executor=_executor(executor),
+        max_concurrency=max_concurrency,
+        fail_fast=fail_fast,
+        on_event=on_event,
+        run_id=run_id,
+        progress=progress,
+    )
 
 
 def _check_graph(gf: Any) -> GraphFunction:
@@ -88,11 +113,12 @@ async def run_async(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
+    progress: ProgressOption = None,
     **keyword_inputs: Any,
 ) -> dict[str, Any]:
     """Run a graph and return its outputs (``await gf(**inputs)`` with run options)."""
     graph = _check_graph(gf)
-    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
     return await execute_graph(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -106,6 +132,12 @@ class RunHandle:
         self._scheduler: RunScheduler | None = None
         self._cancel_requested = False
         self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._future.add_done_callback(self._mark_ended)
+
+    def _mark_ended(self, _: concurrent.futures.Future[dict[str, Any]]) -> None:
+        self._ended = time.monotonic()
 
     def _attach(self, run: Run) -> None:
         with self._lock:
@@ -123,7 +155,7 @@ class RunHandle:
     def status(self) -> str:
         if self._scheduler is not None:
             return self._scheduler.status
-        return "starting"
+        return "failed" if self._future.done() else "starting"  # failed before it opened
 
     def done(self) -> bool:
         return self._future.done()
@@ -146,6 +178,22 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.graph_function.name} run={self.run_id} {self.status}>"
 
+    def _repr_html_(self) -> str:
+        """The run in a notebook: graph, run id, state, nodes by tool and status, and the graph
+        picture — read from the graph when shown, so showing the handle again shows it anew."""
+        graph = self.graph
+        if graph is None:  # not open yet (or failed before it opened): no nodes to show
+            graph = TaskGraph(self.graph_function.graph_id, run_id=self.run_id)
+        error = None
+        if self._future.done() and not self._future.cancelled():
+            exc = self._future.exception()
+            error = f"{type(exc).__name__}: {exc}" if exc is not None else None
+        elapsed = (self._ended if self._ended is not None else time.monotonic()) - self._started
+        snap = graph_snapshot(
+            graph, state=self.status, elapsed=elapsed, error=error, picture=len(graph) > 0
+        )
+        return snapshot_html(snap)
+
 
 def submit(
     gf: GraphFunction,
@@ -157,11 +205,12 @@ def submit(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
+    progress: ProgressOption = None,
     **keyword_inputs: Any,
 ) -> RunHandle:
     """Start a run in the background and return a :class:`RunHandle` at once."""
     graph = _check_graph(gf)
-    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
     return _start(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -197,6 +246,7 @@ def run(
     fail_fast: bool = False,
     on_event: Listener | None = None,
     run_id: str | None = None,
+    progress: ProgressOption = None,
     **keyword_inputs: Any,
 ) -> dict[str, Any]:
     """Run a graph and block until its outputs are ready (also inside Jupyter)."""
@@ -206,7 +256,7 @@ def run(
             "run() blocks and cannot be called from a tool running on the runtime thread; "
             "use 'await run_async(...)' in an async tool"
         )
-    options = RunOptions(_executor(executor), max_concurrency, fail_fast, on_event, run_id)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
     bound = _bind(graph, inputs, keyword_inputs)
     try:
         asyncio.get_running_loop()

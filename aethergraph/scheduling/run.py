@@ -6,11 +6,13 @@ This is the one home of a run's lifecycle. ``run`` / ``run_async`` / ``submit`` 
 1. :meth:`Run.open` resolves the executor (instance, name or settings) and starts it once per
    process however many runs share it, starts the registered services, paces the GC, and builds
    the :class:`RunScheduler` with the built-in backends of the executor (the Celery executor's
-   Redis-backed ones, else the process's own) — nothing process-wide is switched.
+   Redis-backed ones, else the process's own) — nothing process-wide is switched. A progress
+   display asked for with ``progress=`` listens next to ``on_event``.
 2. The tracing layer runs the graph body into it (:mod:`aethergraph.tracing.execute`).
 3. :meth:`Run.finish` waits for every node and raises the run's failure or cancellation;
    :meth:`Run.abort` cancels a run whose body raised and says which error to raise.
-4. :meth:`Run.close` ends GC pacing and takes the memory snapshot off the event loop.
+4. :meth:`Run.close` draws the progress display's final state, ends GC pacing and takes the
+   memory snapshot off the event loop.
 
 A worker-side continuation (workers dispatching a finished node's ready dependents themselves)
 fits here without another redesign: readiness lives only in the scheduler's outcome handling, so
@@ -30,6 +32,7 @@ from aethergraph.errors import ConfigurationError, RunCancelledError
 from aethergraph.execution.base import Executor
 from aethergraph.execution.select import ensure_started, needs_start, resolve_executor
 from aethergraph.graph.task_graph import TaskGraph
+from aethergraph.progress import Progress, ProgressOption, check_progress_option
 from aethergraph.scheduling import gc_pacing
 from aethergraph.scheduling.events import Listener
 from aethergraph.scheduling.scheduler import RunScheduler
@@ -51,6 +54,8 @@ class RunOptions:
     choice. ``max_concurrency``: nodes running at once (``None``: the settings' value, unbounded
     by default). ``fail_fast``: cancel the rest of the run at the first failed node. ``on_event``:
     a callable for this run's events. ``run_id``: the run's id (a fresh one if ``None``).
+    ``progress``: show the run's progress while it runs — ``True``, ``"graph"`` (with the live
+    graph picture in a notebook), or ``None``/``False`` for nothing (:mod:`aethergraph.progress`).
     """
 
     executor: Executor | str | None = None
@@ -58,6 +63,7 @@ class RunOptions:
     fail_fast: bool = False
     on_event: Listener | None = None
     run_id: str | None = None
+    progress: ProgressOption = None
 
     def __post_init__(self) -> None:
         executor = self.executor
@@ -78,11 +84,25 @@ class RunOptions:
             raise ConfigurationError(f"on_event must be callable, got {self.on_event!r}")
         if self.run_id is not None and (not isinstance(self.run_id, str) or not self.run_id):
             raise ConfigurationError(f"run_id must be a non-empty string, got {self.run_id!r}")
+        check_progress_option(self.progress)
 
     @classmethod
     def names(cls) -> frozenset[str]:
         """The option names (a graph input with one of these names cannot be a keyword)."""
         return frozenset(f.name for f in fields(cls))
+
+
+def _both(first: Listener, second: Listener) -> Listener:
+    """One listener calling two: the run's emitter takes one, and the second (the progress
+    display) must see every event even when the first raises (the emitter then logs it)."""
+
+    def both(event: Any) -> None:
+        try:
+            first(event)
+        finally:
+            second(event)
+
+    return both
 
 
 async def _prepare(executor: Executor) -> None:
@@ -95,7 +115,9 @@ async def _prepare(executor: Executor) -> None:
 class Run:
     """One run of a graph: its executor, scheduler and context."""
 
-    def __init__(self, scheduler: RunScheduler, gc_counted: bool) -> None:
+    def __init__(
+        self, scheduler: RunScheduler, gc_counted: bool, progress: Progress | None = None
+    ) -> None:
         self.scheduler = scheduler
         self.run_id = scheduler.run_id
         self.graph = scheduler.graph
@@ -106,6 +128,7 @@ class Run:
             builtins=scheduler.builtins,
         )
         self._gc_counted = gc_counted
+        self._progress = progress
         self._closed = False
 
     @classmethod
@@ -119,19 +142,23 @@ class Run:
             limit = get_settings().max_concurrency
         if options.run_id:
             graph.run_id = options.run_id
+        progress = Progress.for_option(options.progress, graph)
+        on_event = options.on_event
+        if progress is not None:
+            on_event = progress if on_event is None else _both(on_event, progress)
         scheduler = RunScheduler(
             graph,
             executor,
             builtins=executor.builtins() or current_services().builtins,
             max_concurrency=limit,
             fail_fast=options.fail_fast,
-            on_event=options.on_event,
+            on_event=on_event,
         )
         graph_name = graph.graph_id
         executor.run_started(
             scheduler.run_id, lambda: {"graph": graph_name, "counts": graph.status_counts()}
         )
-        return cls(scheduler, gc_pacing.run_started())
+        return cls(scheduler, gc_pacing.run_started(), progress)
 
     def cancel(self, reason: str = "cancelled") -> None:
         self.scheduler.cancel(reason)
@@ -172,10 +199,18 @@ class Run:
         return exc
 
     async def close(self) -> Any:
-        """Return the run's memory snapshot (read off the event loop); end its GC pacing."""
+        """Return the run's memory snapshot (read off the event loop); end its GC pacing.
+
+        The progress display is finished here too, in case it missed the run's last event (a run
+        ended by an internal error sends none); it draws its final state only once either way.
+        """
         if self._closed:
             return None
         self._closed = True
+        if self._progress is not None:
+            run = self.scheduler
+            error = str(run.failure) if run.failure else run.cancel_reason
+            self._progress.close(run.status, error)
         self.scheduler.executor.run_ended(self.run_id)
         memory = self.scheduler.builtins.memory
         try:
