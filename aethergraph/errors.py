@@ -138,6 +138,11 @@ class ToolCodeError(AetherGraphError, RuntimeError):
     code a client shipped from a notebook could not be read or loaded there."""
 
 
+class RunFailedError(AetherGraphError, RuntimeError):
+    """A run watched with :func:`aethergraph.attach` failed, or was abandoned by the client
+    that ran it (the message says how to resume it)."""
+
+
 class InternalError(AetherGraphError, RuntimeError):
     """A bug inside AetherGraph: the run fails with this (and the original traceback) instead
     of hanging. Please report it with the traceback."""
@@ -281,6 +286,7 @@ __all__ = [
     "OutputContractError",
     "RegistryLookupError",
     "RunCancelledError",
+    "RunFailedError",
     "RuntimeUsageError",
     "ServiceError",
     "ServiceRegistrationError",

@@ -81,6 +81,19 @@ class Keys:
         workers skip the nodes of a client whose lease is gone."""
         return f"{self.ns}:client:{client_id}:lease"
 
+    # durable run records (execution/celery/run_record.py), kept AETHERGRAPH_RUN_TTL seconds
+    def run_info(self, run_id: str) -> str:
+        """A hash: the run's graph, client, origin, state, times, counts and result."""
+        return f"{self.ns}:run:{run_id}:info"
+
+    def run_nodes(self, run_id: str) -> str:
+        """A hash: node id -> its latest entry (sent: where its message is; or its outcome)."""
+        return f"{self.ns}:run:{run_id}:nodes"
+
+    def runs_index(self) -> str:
+        """A sorted set of run ids by start time: ``aethergraph runs``."""
+        return f"{self.ns}:runs:index"
+
     def live_runs(self) -> str:
         """A hash of the runs in flight: run id -> its client's JSON summary (graph, node counts
         by state, updated time), for ``aethergraph status`` (``execution/celery/live_runs.py``)."""

@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         "worker fails with ToolCodeError ('fail', a LocalCluster's setting) or runs with a "
         "warning in the worker log ('warn': rolling upgrades).",
     )
+    run_ttl: float = Field(
+        default=86400.0,
+        ge=0,
+        description="Seconds a run's durable record (its nodes' states and outcomes, in Redis) "
+        "is kept after its last change, so that it can be resumed, reattached or listed "
+        "(aethergraph runs); 0: keep no records (docs/notebooks.md#durable-runs).",
+    )
     artifacts_backend: Literal["auto", "filesystem", "redis"] = Field(
         default="auto",
         description="Artifact store: 'auto' is Redis when distributed, the filesystem otherwise.",

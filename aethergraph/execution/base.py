@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aethergraph.errors import qualified_name
+from aethergraph.errors import ConfigurationError, qualified_name
 from aethergraph.graph.tool_spec import ToolSpec
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class NodeOutcome:
     use its own clock (in-process executors).
     """
 
-    __slots__ = ("failure", "finished_at", "outputs", "started_at")
+    __slots__ = ("failure", "finished_at", "outputs", "reused", "started_at")
 
     def __init__(
         self,
@@ -145,11 +145,15 @@ class NodeOutcome:
         *,
         started_at: float | None = None,
         finished_at: float | None = None,
+        reused: str | None = None,
     ) -> None:
         self.outputs = outputs
         self.failure = failure
         self.started_at = started_at
         self.finished_at = finished_at
+        #: outputs that were not computed now: "cached" (an earlier call's) or "resumed"
+        #: (this run's, from its durable record: a resumed or reattached run)
+        self.reused = reused
 
     @property
     def ok(self) -> bool:
@@ -176,13 +180,26 @@ class Executor(ABC):
         """The built-in backends runs on this executor use; ``None``: the process's own."""
         return None
 
-    def run_started(self, run_id: str, describe: Callable[[], dict[str, Any]]) -> None:
+    #: keeps durable run records (resume, reattach, ``aethergraph runs``)
+    durable = False
+
+    def run_started(
+        self, run_id: str, describe: Callable[[], dict[str, Any]], *, resume: bool = False
+    ) -> None:
         """A run on this executor began. ``describe()`` summarizes it for monitors (``graph``,
         ``counts`` of nodes by state); an executor that publishes runs calls it on the runtime
-        loop. Default: nothing to publish."""
+        loop. ``resume``: the run replays an earlier one with this id (only durable executors
+        can). Default: nothing to publish, nothing to resume."""
+        if resume:
+            raise ConfigurationError(
+                f"run(..., resume=True): the {self.name!r} executor keeps no run records to "
+                "resume from. Resume runs on the Celery executor (a LocalCluster, or "
+                "AETHERGRAPH_BROKER_URL); in-process, @tool(cache=True) reuses earlier outcomes"
+            )
 
-    def run_ended(self, run_id: str) -> None:
-        """The run settled (done, failed or cancelled): it is no longer in flight."""
+    def run_ended(self, run_id: str, summary: dict[str, Any] | None = None) -> None:
+        """The run settled (done, failed or cancelled): it is no longer in flight.
+        ``summary``: its ``status``, ``counts``, ``error`` and encoded ``result`` (outputs)."""
 
     @abstractmethod
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:

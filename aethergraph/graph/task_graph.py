@@ -52,6 +52,7 @@ class TaskNode:
         "node_id",
         "queue",
         "queued_at",
+        "reused",
         "started_at",
         "status",
         "tool",
@@ -74,6 +75,7 @@ class TaskNode:
         finished_at: float | None = None,
         error: dict[str, Any] | None = None,
         queued_at: float | None = None,
+        reused: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.tool = tool
@@ -88,6 +90,9 @@ class TaskNode:
         self.started_at = started_at
         self.finished_at = finished_at
         self.error = error
+        #: where a done node's outputs came from when it did not run: ``"cached"`` (an
+        #: earlier run's outcome of the same call, ``@tool(cache=True)``); None: it ran
+        self.reused = reused
 
     @property
     def duration(self) -> float | None:
@@ -121,6 +126,7 @@ class TaskNode:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "error": self.error,
+            "reused": self.reused,
         }
 
     @classmethod
@@ -139,6 +145,7 @@ class TaskNode:
             finished_at=data.get("finished_at"),
             error=data.get("error"),
             queued_at=data.get("queued_at"),
+            reused=data.get("reused"),
         )
 
     def __repr__(self) -> str:

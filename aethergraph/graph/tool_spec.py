@@ -18,7 +18,9 @@ from aethergraph.errors import ConfigurationError, OutputContractError, ToolCall
 
 @dataclass(frozen=True, slots=True)
 class ToolPolicy:
-    """How a tool's nodes are run: retries with exponential backoff, timeout, queue."""
+    """How a tool's nodes are run: retries with exponential backoff, timeout, queue, and
+    whether an earlier outcome of the same call may be reused (``cache``, for ``cache_ttl``
+    seconds; ``scheduling/cache.py``)."""
 
     retries: int = 0
     retry_backoff: float = 0.5
@@ -26,6 +28,8 @@ class ToolPolicy:
     retry_jitter: bool = True
     timeout: float | None = None
     queue: str | None = None
+    cache: bool = False
+    cache_ttl: float | None = 86400.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or self.retries < 0:
@@ -38,6 +42,15 @@ class ToolPolicy:
             )
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise ConfigurationError(f"queue must be a non-empty string, got {self.queue!r}")
+        if not isinstance(self.cache, bool):
+            raise ConfigurationError(f"cache must be True or False, got {self.cache!r}")
+        ttl = self.cache_ttl
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise ConfigurationError(f"cache_ttl must be seconds or None, got {ttl!r}")
+        if ttl is not None and not ttl > 0:
+            raise ConfigurationError(
+                f"cache_ttl must be a positive number of seconds (None: no expiry), got {ttl!r}"
+            )
 
     def backoff_delay(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1 = first retry): base * 2**(attempt-1), capped.

@@ -57,6 +57,7 @@ class RunEmitter:
             duration=node.duration if kind in ("done", "failed") else None,
             error=error,
             retry_in=retry_in,
+            reused=node.reused,
         )
         dispatch(self.listeners + GLOBAL_BUS.listeners, event)
 

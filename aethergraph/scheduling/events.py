@@ -38,6 +38,8 @@ class NodeEvent:
     duration: float | None = None
     error: str | None = None
     retry_in: float | None = None
+    #: a ``done`` node that did not run: ``"cached"`` (``@tool(cache=True)``)
+    reused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

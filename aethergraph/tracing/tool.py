@@ -133,6 +133,8 @@ def tool(
     retry_jitter: bool = True,
     timeout: float | None = None,
     queue: str | None = None,
+    cache: bool = False,
+    cache_ttl: float | None = 86400.0,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -149,13 +151,18 @@ def tool(
     retry_jitter: bool = True,
     timeout: float | None = None,
     queue: str | None = None,
+    cache: bool = False,
+    cache_ttl: float | None = 86400.0,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Use bare (``@tool``) or with options (``@tool(outputs=["total"])``).
 
     ``retries`` / ``retry_backoff`` / ``retry_backoff_max`` / ``retry_jitter``: re-run a failed
     node up to ``retries`` more times, waiting ``retry_backoff * 2**(n-1)`` seconds (capped,
     jittered) before retry ``n``. ``timeout``: seconds one attempt may run. ``queue``: the worker
-    queue that runs it (distributed executors).
+    queue that runs it (distributed executors). ``cache``: reuse the outputs of an earlier
+    call with the same arguments, by this or another run, while the tool's name, version and
+    source are unchanged; kept ``cache_ttl`` seconds (default a day; ``None``: no expiry) in
+    the run's key-value backend — Redis on the Celery executor (docs/tools.md#caching).
     """
     policy = ToolPolicy(
         retries=retries,
@@ -164,6 +171,8 @@ def tool(
         retry_jitter=retry_jitter,
         timeout=timeout,
         queue=queue,
+        cache=cache,
+        cache_ttl=cache_ttl,
     )
 
     def decorate(func: Callable[..., Any]) -> Tool:

@@ -118,8 +118,21 @@ NOTEBOOK_CLIENT = """
         return {"total": sum([await h["y"] for h in handles]),
                 "pids": sorted({await h["pid"] for h in handles})}
 
+    @tool(cache=True)
+    def cell_cached(x: int):
+        with open(os.environ["CACHE_LOG"], "a") as log:
+            log.write(f"{x}\\n")
+        return x * 10
+
+    @graph_fn(name="cell_cached_graph", outputs=["total"])
+    async def cell_cached_graph(n: int):
+        handles = [cell_cached(x=i) for i in range(n)]
+        return {"total": sum([(await h)["result"] for h in handles])}
+
     report = {"client": os.getpid()}
     with LocalCluster(workers=1) as cluster:
+        report["cached"] = [cluster.run(cell_cached_graph, n=n)["total"] for n in (3, 4)]
+        report["reused"] = [node.reused for node in cell_cached_graph.last_graph]
         report["first"] = cluster.run(cell_sum, n=4)
 
         @tool(outputs=["y", "pid"])          # the cell, edited and run again
@@ -133,8 +146,13 @@ NOTEBOOK_CLIENT = """
 """
 
 
-def test_tools_defined_in_main_run_on_the_workers_and_edits_take_effect() -> None:
-    report = _client(NOTEBOOK_CLIENT)
+def test_tools_defined_in_main_run_on_the_workers_and_edits_take_effect(tmp_path: Path) -> None:
+    cache_log = tmp_path / "cache.log"
+    report = _client(NOTEBOOK_CLIENT, env={"CACHE_LOG": str(cache_log)})
+    # @tool(cache=True) on the workers: the second run ran only its new call
+    assert report["cached"] == [30, 60]
+    assert sorted(cache_log.read_text().split()) == ["0", "1", "2", "3"]
+    assert report["reused"] == ["cached", "cached", "cached", None]
     first = report["first"]
     assert first["total"] == sum(i * i + 100 for i in range(4))
     assert first["pids"]

@@ -58,6 +58,7 @@ from aethergraph.execution.celery.discovery import LiveWorkers
 from aethergraph.execution.celery.follow import Follower
 from aethergraph.execution.celery.inflight import InFlight, Sent
 from aethergraph.execution.celery.offloads import RunOffloads
+from aethergraph.execution.celery.run_record import RunRecords, node_ident, sent_entry
 from aethergraph.execution.shipping import SHIPPED_TASK, CodeShipper, is_notebook_tool
 from aethergraph.execution.wire import META, node_kwargs_repr, pack_kwargs_repr, task_envelope
 from aethergraph.graph.tool_spec import ToolSpec
@@ -72,7 +73,7 @@ WAIT_POLL = 0.2  # seconds between looks for a worker while nodes wait for one
 PACKS_PER_SLOT = 4
 
 _Entry = tuple[NodeJob, DoneCallback]
-_Encoded = tuple[NodeJob, DoneCallback, dict[str, Any]]
+_Encoded = tuple[NodeJob, DoneCallback, dict[str, Any], str]  # ..., wire kwargs, identity
 
 
 def message_meta(client_id: str, lease: float) -> dict[str, Any]:
@@ -142,10 +143,13 @@ class Dispatcher:
         background: Background,
         stats: dict[str, int],
         shipper: CodeShipper | None = None,
+        records: RunRecords | None = None,
     ) -> None:
         self._settings = settings
         #: ships notebook tools' code (None: this client does not, AETHERGRAPH_SHIP_CODE off)
         self.shipper = shipper
+        #: writes each node's "sent" entry into its run's durable record (None: no records)
+        self.records = records
         self._keys = keys
         self._client_id = client_id
         self._table = table
@@ -303,9 +307,9 @@ class Dispatcher:
         for job, on_done in batch:
             if job.key not in unsent:
                 continue  # cancelled while an earlier node of the batch was offloaded
-            kwargs = await self._encode(job, on_done)
-            if kwargs is not None:
-                encoded.append((job, on_done, kwargs))
+            found = await self._encode(job, on_done)
+            if found is not None:
+                encoded.append((job, on_done, *found))
                 runs.add(job.run_id)
         for run_id in runs:
             await self._follower.subscribe(run_id)
@@ -314,8 +318,16 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         messages: list[Sent] = []
         uploaded = self._queue_code(pipe, encoded)
+        sent: dict[str, dict[str, bytes]] = {}
+        pushes: list[tuple[str, bytes, bool]] = []
         try:
-            self._build(pipe, messages, encoded)
+            self._build(messages, encoded, sent, pushes)
+            records = self.records
+            if records is not None:  # before the messages: an outcome overwrites its entry
+                for run_id, entries in sent.items():
+                    records.queue_sent(pipe, run_id, entries)
+            for queue, envelope, front in pushes:
+                self._queue_envelope(pipe, queue, envelope, front=front)
             if messages:
                 with closed_transport_is_a_connection_error():
                     await pipe.execute()
@@ -336,7 +348,7 @@ class Dispatcher:
             return []
         digests = {
             shipper.digest(job.tool)
-            for job, _, _ in encoded
+            for job, _, _, _ in encoded
             if self._task_name(job.tool) == SHIPPED_TASK
         }
         due = shipper.uploads(digests)
@@ -344,8 +356,15 @@ class Dispatcher:
             pipe.set(self._keys.shipped_code(digest), blob, ex=int(shipper.ttl))
         return [digest for digest, _ in due]
 
-    def _build(self, pipe: Any, messages: list[Sent], encoded: list[_Encoded]) -> None:
-        """Queue the batch's messages on ``pipe``: packs where they pay, single nodes else."""
+    def _build(
+        self,
+        messages: list[Sent],
+        encoded: list[_Encoded],
+        sent: dict[str, dict[str, bytes]],
+        pushes: list[tuple[str, bytes, bool]],
+    ) -> None:
+        """Make the batch's messages (``pushes``: queue, envelope, to the front?) and their
+        nodes' record entries (``sent``, by run): packs where they pay, single nodes else."""
         unsent = self._unsent
         packable: dict[tuple[str, str], list[_Encoded]] = {}
         for entry in encoded:
@@ -357,19 +376,23 @@ class Dispatcher:
             if job.timeout is None:
                 packable.setdefault((job.tool.name, queue), []).append(entry)
             else:
-                self._add_task(pipe, messages, entry, queue)
+                self._add_task(messages, entry, queue, sent, pushes)
         for (tool_name, queue), entries in packable.items():
             size = self._pack_size(queue, len(entries))
             if size < 2:
                 for entry in entries:
-                    self._add_task(pipe, messages, entry, queue)
+                    self._add_task(messages, entry, queue, sent, pushes)
                 continue
             for start in range(0, len(entries), size):
-                self._add_pack(pipe, messages, tool_name, entries[start : start + size], queue)
+                pack = entries[start : start + size]
+                self._add_pack(messages, tool_name, pack, queue, sent, pushes)
 
-    async def _encode(self, job: NodeJob, on_done: DoneCallback) -> dict[str, Any] | None:
-        """The node's arguments as wire JSON (large values offloaded); None if it failed
-        (also when its notebook tool cannot be pickled for shipping)."""
+    async def _encode(
+        self, job: NodeJob, on_done: DoneCallback
+    ) -> tuple[dict[str, Any], str] | None:
+        """The node's arguments as wire JSON (large values offloaded) and its identity (""
+        without run records); None if it failed (also when its notebook tool cannot be
+        pickled for shipping)."""
         try:
             if self._task_name(job.tool) == SHIPPED_TASK:
                 assert self.shipper is not None
@@ -379,11 +402,13 @@ class Dispatcher:
             self._unsent.discard(job.key)
             on_done(job, NodeOutcome(failure=failure_from(exc, retryable=False)))
             return None
+        # the identity hashes the arguments before offloading, as a resumed run computes it
+        ident = node_ident(job.tool.source_digest, job.node_id, kwargs) if self.records else ""
         threshold = self._settings.offload_threshold
         if not offload.needs_offload(kwargs, threshold):
-            return kwargs
+            return kwargs, ident
         try:
-            return await self._offloads.offload(job, kwargs, threshold)
+            return await self._offloads.offload(job, kwargs, threshold), ident
         except BROKER_ERRORS:
             raise  # the broker (also the artifact store) is down: retried with the batch
         except Exception as exc:  # e.g. a full disk under the filesystem store: may pass later
@@ -391,16 +416,25 @@ class Dispatcher:
             on_done(job, NodeOutcome(failure=failure_from(exc)))
             return None
 
-    def _add_task(self, pipe: Any, messages: list[Sent], entry: _Encoded, queue: str) -> None:
+    def _add_task(
+        self,
+        messages: list[Sent],
+        entry: _Encoded,
+        queue: str,
+        sent: dict[str, dict[str, bytes]],
+        pushes: list[tuple[str, bytes, bool]],
+    ) -> None:
         """One node, one Celery message (with the tool's time limits)."""
-        job, on_done, kwargs = entry
+        job, on_done, kwargs, ident = entry
         task_id = uuid.uuid4().hex
         task_name = self._task_name(job.tool)
-        kwargs[META] = {
-            **message_meta(self._client_id, self._lease),
-            **self._code_meta(job.tool, task_name),
+        kwargs[META] = meta = {
+            **self._message_meta(job.tool, task_name),
             **node_meta(job),
         }
+        if ident:
+            meta["ident"] = ident
+            self._sent(sent, job, task_id, task_id, queue, ident)
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
@@ -414,13 +448,19 @@ class Dispatcher:
             kwargs_repr=node_kwargs_repr(kwargs[META], kwargs),
             delivery_tag=task_id,
         )
-        self._queue_envelope(pipe, queue, envelope, front=take_marks(self._front, [job]))
+        pushes.append((queue, envelope, take_marks(self._front, [job])))
         message = Sent(task_id, queue)
         self._table.add(message, ((task_id, job, on_done),))
         messages.append(message)
 
     def _add_pack(
-        self, pipe: Any, messages: list[Sent], tool_name: str, entries: list[_Encoded], queue: str
+        self,
+        messages: list[Sent],
+        tool_name: str,
+        entries: list[_Encoded],
+        queue: str,
+        sent: dict[str, dict[str, bytes]],
+        pushes: list[tuple[str, bytes, bool]],
     ) -> None:
         """Several nodes of one tool, one Celery message; each node keeps its own outcome id
         (``<pack id>.<index>``), so results, retries and events stay per node."""
@@ -428,21 +468,20 @@ class Dispatcher:
         message = Sent(pack_id, queue)
         nodes = []
         carried = []
-        for index, (job, on_done, kwargs) in enumerate(entries):
+        for index, (job, on_done, kwargs, ident) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
             node = node_meta(job)
             node["id"] = node_key
             node["args"] = kwargs
+            if ident:
+                node["ident"] = ident
+                self._sent(sent, job, node_key, pack_id, queue, ident)
             nodes.append(node)
             carried.append((node_key, job, on_done))
         self._table.add(message, carried)
         tool = entries[0][0].tool
         task_name = self._task_name(tool)
-        meta = {
-            **message_meta(self._client_id, self._lease),
-            **self._code_meta(tool, task_name),
-            "pack": nodes,
-        }
+        meta = {**self._message_meta(tool, task_name), "pack": nodes}
         envelope = task_envelope(
             task_id=pack_id,
             task_name=task_name,
@@ -454,10 +493,36 @@ class Dispatcher:
             kwargs_repr=pack_kwargs_repr(nodes),
             delivery_tag=pack_id,
         )
-        self._queue_envelope(
-            pipe, queue, envelope, front=take_marks(self._front, [e[0] for e in entries])
-        )
+        pushes.append((queue, envelope, take_marks(self._front, [e[0] for e in entries])))
         messages.append(message)
+
+    def _message_meta(self, tool: ToolSpec, task_name: str) -> dict[str, Any]:
+        meta = {
+            **message_meta(self._client_id, self._lease),
+            **self._code_meta(tool, task_name),
+        }
+        if self.records is not None:  # workers write outcomes into the record, this long
+            meta["rec"] = self.records.ttl
+        return meta
+
+    def _sent(
+        self,
+        sent: dict[str, dict[str, bytes]],
+        job: NodeJob,
+        outcome_id: str,
+        task_id: str,
+        queue: str,
+        ident: str,
+    ) -> None:
+        sent.setdefault(job.run_id, {})[job.node_id] = sent_entry(
+            outcome_id=outcome_id,
+            task_id=task_id,
+            queue=queue,
+            client=self._client_id,
+            ident=ident,
+            attempt=job.attempt,
+            tool=job.tool.name,
+        )
 
     def _queue_envelope(self, pipe: Any, queue: str, envelope: bytes, *, front: bool) -> None:
         if front:

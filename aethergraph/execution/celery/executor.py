@@ -16,13 +16,15 @@ never modified, so in-process and distributed runs coexist in one process.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from aethergraph.errors import ConfigurationError
+from aethergraph import runtime_loop
+from aethergraph.errors import ConfigurationError, RuntimeUsageError
 from aethergraph.execution.base import DoneCallback, Executor, NodeJob
 from aethergraph.execution.celery.background import Background
 from aethergraph.execution.celery.broker import open_client
@@ -37,7 +39,9 @@ from aethergraph.execution.celery.offloads import RunOffloads
 from aethergraph.execution.celery.orphans import Orphans
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.execution.celery.results import POP_WAIT, ResultListener
+from aethergraph.execution.celery.resume import Resumer
 from aethergraph.execution.celery.revoke import Revoker
+from aethergraph.execution.celery.run_record import RunRecords
 from aethergraph.execution.shipping import CodeShipper
 from aethergraph.keys import Keys
 from aethergraph.services.builtins.artifacts import ArtifactStore, FilesystemArtifactStore
@@ -50,6 +54,9 @@ from aethergraph.services.runtime.registry import BuiltinBackends, current_servi
 from aethergraph.settings import Settings, get_settings
 
 REVOKE_FLUSH = 5.0  # seconds close() waits for pending revokes to reach the broker
+
+
+log = logging.getLogger("aethergraph")
 
 
 class CeleryExecutor(Executor):
@@ -109,6 +116,8 @@ class CeleryExecutor(Executor):
             spawn=self._background.spawn,
         )
         self._revoker = Revoker(base, self._background)
+        #: durable run records (``run_record.py``); None with AETHERGRAPH_RUN_TTL=0
+        self._records = RunRecords(self.keys, base.run_ttl) if base.run_ttl > 0 else None
         self._dispatcher = Dispatcher(
             settings=base,
             keys=self.keys,
@@ -120,6 +129,19 @@ class CeleryExecutor(Executor):
             background=self._background,
             stats=self.stats,
             shipper=CodeShipper() if base.ship_code else None,
+            records=self._records,
+        )
+        self._resumer = (
+            Resumer(
+                records=self._records,
+                table=self._table,
+                follower=self._follower,
+                dispatch=self._dispatcher.submit,
+                adopt=self._adopt,
+                client_id=self.client_id,
+            )
+            if self._records is not None
+            else None
         )
         self.recovery = Recovery(
             table=self._table,
@@ -211,16 +233,67 @@ class CeleryExecutor(Executor):
             artifacts=self._artifacts,
         )
 
-    # -- nodes -------------------------------------------------------------------------
-    def run_started(self, run_id: str, describe: Callable[[], dict[str, Any]]) -> None:
+    # -- runs --------------------------------------------------------------------------
+    @property
+    def durable(self) -> bool:  # type: ignore[override]
+        """Runs leave records that can be resumed, reattached and listed."""
+        return self._records is not None
+
+    def run_started(
+        self, run_id: str, describe: Callable[[], dict[str, Any]], *, resume: bool = False
+    ) -> None:
+        if resume and self._resumer is None:
+            super().run_started(run_id, describe, resume=True)  # raises: nothing to resume
         self._live_runs.started(run_id, describe)
         if self._dispatcher.shipper is not None:
             self._dispatcher.shipper.new_run()
+        if self._resumer is not None and self._records is not None:
+            if resume:
+                self._resumer.begin(run_id)
+            graph = str(describe().get("graph", ""))
+            started = self._records.started(self._redis(), run_id, graph, self.client_id, resume)
+            runtime_loop.call_soon(self._background.spawn, started, "run record")
 
-    def run_ended(self, run_id: str) -> None:
+    def run_ended(self, run_id: str, summary: dict[str, Any] | None = None) -> None:
         self._live_runs.ended(run_id)
+        if self._resumer is not None and self._records is not None:
+            resumed = self._resumer.end(run_id)
+            if resumed is not None:
+                log.info("resumed run %s: %s", run_id, resumed.counts)
+            ended = self._records.ended(self._redis(), run_id, summary or {})
+            runtime_loop.call_soon(self._background.spawn, ended, "run record")
 
+    def resumed_counts(self, run_id: str) -> dict[str, int] | None:
+        """How the nodes of a resumed run went so far (reused, adopted, ran); tests, logs."""
+        if self._resumer is None:
+            return None
+        resumption = self._resumer.runs.get(run_id)
+        return dict(resumption.counts) if resumption is not None else None
+
+    def _adopt(self, client_id: str) -> None:
+        """Take over a (dead) client's result list and lease: see ``resume.py``."""
+        if self._listener is not None and self._listener.adopt(self.keys.client_results(client_id)):
+            if self._lease is not None:
+                self._lease.adopt(self.keys.client_lease(client_id))
+            self._background.spawn(self._lease_now_and_wake(), "adopt client")
+
+    async def _lease_now_and_wake(self) -> None:
+        if self._lease is not None:
+            await self._lease.renew()
+        # a no-op result wakes the blocking pop, which then pops the adopted list too
+        await self._redis().rpush(self._results_key, b"{}")
+
+    def _redis(self) -> aioredis.Redis:
+        if not self._clients:
+            raise RuntimeUsageError("the Celery executor is not started")
+        return self._clients[0]
+
+    # -- nodes -------------------------------------------------------------------------
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:
+        resumer = self._resumer
+        if resumer is not None and resumer.runs and jobs and jobs[0].run_id in resumer.runs:
+            self._background.spawn(resumer.route(self._redis(), jobs, on_done), "resume")
+            return
         self._dispatcher.submit(jobs, on_done)
 
     def cancel(self, job: NodeJob) -> None:

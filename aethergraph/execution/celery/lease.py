@@ -32,9 +32,23 @@ class Lease:
         self._client = client
         self._key = keys.client_lease(client_id)
         self.ttl = ttl
+        self._adopted: list[str] = []  # leases of dead clients whose nodes this one adopted
+
+    def adopt(self, lease_key: str) -> None:
+        """Keep a dead client's lease alive too: workers go on running its queued messages,
+        whose nodes this client adopted (``resume.py``)."""
+        if lease_key not in self._adopted:
+            self._adopted.append(lease_key)
 
     async def renew(self) -> None:
-        await self._client.set(self._key, "1", px=max(1, int(self.ttl * 1000)))
+        px = max(1, int(self.ttl * 1000))
+        if not self._adopted:
+            await self._client.set(self._key, "1", px=px)
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key in (self._key, *self._adopted):
+            pipe.set(key, "1", px=px)
+        await pipe.execute()
 
     async def run(self) -> None:
         while True:
@@ -47,7 +61,7 @@ class Lease:
     async def release(self) -> None:
         """A clean close: the workers skip whatever of ours is still queued."""
         try:
-            await self._client.delete(self._key)
+            await self._client.delete(self._key, *self._adopted)
         except BROKER_ERRORS as exc:  # it expires by itself
             log.info(
                 "could not release the client lease %s (it expires by itself): %s", self._key, exc

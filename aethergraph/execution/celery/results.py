@@ -72,6 +72,8 @@ class ResultListener:
     ) -> None:
         self._client = client
         self._key = results_key
+        #: this client's result list, then those of dead clients whose runs it resumed
+        self._keys = [results_key]
         self._blmpop = blmpop
         self._table = table
         self._recovery = recovery
@@ -97,17 +99,26 @@ class ResultListener:
             for raw in raws:
                 self.on_result(raw)
 
+    def adopt(self, results_key: str) -> bool:
+        """Pop another client's result list too (its runs' nodes were adopted: ``resume.py``);
+        False if it is popped already."""
+        if results_key in self._keys:
+            return False
+        self._keys.append(results_key)
+        return True
+
     async def _pop(self) -> list[Any]:
         client = self._client
+        keys = list(self._keys)
         if self._blmpop:  # Redis >= 7: a burst in the same round trip
-            popped = await client.blmpop(POP_WAIT, 1, self._key, direction="LEFT", count=DRAIN)
+            popped = await client.blmpop(POP_WAIT, len(keys), *keys, direction="LEFT", count=DRAIN)
             return [] if popped is None else list(popped[1])
-        item = await client.blpop([self._key], timeout=POP_WAIT)
+        item = await client.blpop(keys, timeout=POP_WAIT)
         if item is None:
             return []
         raws = [item[1]]
         if len(self._table) > 1:  # a burst may be waiting: take it too
-            more = await client.lpop(self._key, DRAIN)
+            more = await client.lpop(item[0], DRAIN)
             if isinstance(more, list):
                 raws.extend(more)
         return raws

@@ -131,20 +131,44 @@ class OutcomePusher:
         )
 
     # -- pushing -----------------------------------------------------------------------
-    def push(self, client: str, done: Sequence[Finished]) -> None:
-        """Push finished attempts to the client's result list, in one round trip."""
+    def push(self, client: str, done: Sequence[Finished], record: int = 0) -> None:
+        """Push finished attempts to the client's result list, in one round trip.
+
+        ``record``: the run record's TTL when the client keeps one (its message's ``rec``):
+        each outcome then also becomes its node's entry in the record, in the same round trip,
+        so a run is complete in Redis even if its client died (``celery/run_record.py``)."""
         if not done:
             return
-        self._append(client, [self.message(finished) for finished in done])
+        messages = [self.message(finished) for finished in done]
+        entries: dict[str, dict[str, bytes]] = {}
+        if record:
+            for finished, message in zip(done, messages, strict=True):
+                meta = finished.meta
+                if meta.get("ident") and meta.get("run_id") and meta.get("node_id"):
+                    run = entries.setdefault(str(meta["run_id"]), {})
+                    run[str(meta["node_id"])] = message
+        self._append(client, messages, records=(entries, record))
 
-    def _append(self, client: str, messages: Sequence[str | bytes], release: str = "") -> None:
+    def _append(
+        self,
+        client: str,
+        messages: Sequence[str | bytes],
+        release: str = "",
+        records: tuple[dict[str, dict[str, bytes]], int] | None = None,
+    ) -> None:
         """``messages`` onto the client's result list, its TTL refreshed, in one round trip;
-        ``release``: also remove that delivery tag from kombu's unacked keys, atomically."""
+        ``release``: also remove that delivery tag from kombu's unacked keys, atomically;
+        ``records``: node entries to write into run records, and their TTL."""
         key = self.keys.client_results(client)
         pipe = self.redis().pipeline(transaction=bool(release))
         if release:
             pipe.zrem(self.keys.celery_unacked_index(), release)
             pipe.hdel(self.keys.celery_unacked(), release)
+        if records is not None:
+            entries, ttl = records
+            for run_id, nodes in entries.items():
+                pipe.hset(self.keys.run_nodes(run_id), mapping=dict[Any, Any](nodes))
+                pipe.expire(self.keys.run_nodes(run_id), ttl)
         pipe.rpush(key, *messages)
         pipe.expire(key, int(self.settings.result_ttl))
         pipe.execute()

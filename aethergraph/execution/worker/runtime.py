@@ -154,7 +154,7 @@ class WorkerRuntime:
             failed = failed_now(failure_from(exc, retryable=False))
             nodes = meta.get("pack") or [{**meta, "id": task_id}]
             finished = [Finished(str(node["id"]), node, failed) for node in nodes]
-            self.pusher.push(client, finished)
+            self.pusher.push(client, finished, int(meta.get("rec") or 0))
             return reporting.report(spec.name, finished)
         done: list[Finished] = []
         metrics = self.metrics
@@ -162,8 +162,10 @@ class WorkerRuntime:
         if metrics is not None:
             metrics.began(spec.name, nodes)
 
+        record = int(meta.get("rec") or 0)
+
         def push(finished: Sequence[Finished]) -> None:
-            self.pusher.push(client, finished)
+            self.pusher.push(client, finished, record)
             done.extend(finished)
             if metrics is not None:
                 for f in finished:
