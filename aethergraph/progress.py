@@ -181,14 +181,16 @@ def _bar_html(counts: ToolCounts, width: int) -> str:
                     f'width:{share}%;background:{_COLOR[name]}"></span>'
                 )
     return (
-        f'<div style="width:{width}px;height:10px;background:{_COLOR["queued"]};'
-        'border-radius:2px;overflow:hidden;white-space:nowrap;font-size:0;line-height:0">'
+        f'<div style="width:{width}px;height:10px;background:{_COLOR["queued"]};{_EDGE};'
+        "border-radius:2px;overflow:hidden;white-space:nowrap;font-size:0;line-height:0;"
+        'text-align:left">'  # segments from the left, whatever the cell's alignment
         f"{''.join(segments)}</div>"
     )
 
 
 _COLUMNS = ("done", "running", "queued", "failed", "skipped", "retries", "total")
 _CELL = "padding:2px 8px;text-align:right;border:none"
+_EDGE = "border:1px solid #b0bec5"  # queued is a pale fill: an edge keeps it visible on white
 
 
 def _number(value: int) -> str:
@@ -226,7 +228,12 @@ def snapshot_html(snap: ProgressSnapshot) -> str:
     """The notebook view: status line, a table of tools with a total row, the graph picture."""
     head = "".join(
         f'<th style="{_CELL};font-weight:600">'
-        + (f'<span style="color:{_COLOR[c]}">■</span> ' if c in _COLOR else "")
+        + (
+            f'<span style="display:inline-block;width:9px;height:9px;background:{_COLOR[c]};'
+            f'{_EDGE};margin-right:3px"></span>'
+            if c in _COLOR
+            else ""
+        )
         + f"{c}</th>"
         for c in _COLUMNS
     )
@@ -469,13 +476,10 @@ class Progress:
         out = stream if stream is not None else sys.stderr
         if display == "auto":
             display = "notebook" if in_notebook() else "terminal" if _isatty(out) else "log"
-        self.display: _Display | None = (
-            _NotebookDisplay(graph if picture else None)
-            if display == "notebook"
-            else _TerminalDisplay(out)
-            if display == "terminal"
-            else _LogDisplay(out)
-        )
+        if display == "notebook":
+            self.display: _Display | None = _NotebookDisplay(graph if picture else None)
+        else:
+            self.display = _TerminalDisplay(out) if display == "terminal" else _LogDisplay(out)
         self.run_id = graph.run_id if graph is not None else ""
         self.graph_id = graph.graph_id if graph is not None else ""
         self.state = "starting"
@@ -522,12 +526,11 @@ class Progress:
                 if kind == "retrying":
                     tally[RETRIES] += 1
             self._dirty = True
-        elif kind == "run_started":
+        elif kind in ("run_started", "run_finished"):
             self.run_id, self.graph_id = event.run_id, event.graph_id
-        elif kind == "run_finished":
-            self.run_id, self.graph_id = event.run_id, event.graph_id
-            self.close(event.status, event.error)
-            return
+            if kind == "run_finished":
+                self.close(event.status, event.error)
+                return
         else:  # a kind of event this version does not know
             return
         if not self._opened:

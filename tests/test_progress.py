@@ -188,7 +188,7 @@ def test_html_has_a_row_per_tool_with_the_counts_and_a_total_row() -> None:
     table = _parse(progress.snapshot()._repr_html_())
     header, *rows = table.rows
     columns = header[2:9]
-    assert [h.lstrip("■ ") for h in columns] == [
+    assert [h for h in columns] == [
         "done",
         "running",
         "queued",
@@ -200,7 +200,7 @@ def test_html_has_a_row_per_tool_with_the_counts_and_a_total_row() -> None:
     by_tool = {row[0]: dict(zip(columns, map(int, row[2:9]), strict=True)) for row in rows}
     assert list(by_tool) == ["pg_square", "pg_boom", "pg_total", "all tools"]
     for name, counts in [*EXPECTED_MIXED.items(), ("all tools", progress.snapshot().totals)]:
-        shown = {c.lstrip("■ "): v for c, v in by_tool[name].items()}
+        shown = by_tool[name]
         assert shown == {c: getattr(counts, c) for c in shown}, name
     assert "nodes/s" in rows[-1][-1]  # the total row's rate
 
@@ -215,6 +215,17 @@ def test_html_is_static_and_escapes_user_text() -> None:
     assert "&lt;script&gt;" in html
     assert "http" not in html  # nothing fetched
     assert re.search(r">failed</span>", html)  # the state badge
+
+
+def test_bar_segments_are_sized_by_count_and_start_at_the_left() -> None:
+    counts = ToolCounts(queued=5, running=1, done=2, failed=1, skipped=1, total=10)
+    html = ProgressSnapshot("r", "g", "running", 1.0, {"pg_t": counts})._repr_html_()
+    bar = html[html.index("<td", html.index(">pg_t<")) :]
+    bar = bar[: bar.index("</td>")]
+    assert "text-align:left" in bar[bar.index("<div") : bar.index(">", bar.index("<div"))]
+    widths = re.findall(r'title="(\d+) (\w+)"[^>]*width:([\d.]+)%', bar)
+    expected = [("2", "done"), ("1", "failed"), ("1", "skipped"), ("1", "running")]
+    assert widths == [(n, name, f"{10 * int(n)}.0") for n, name in expected]
 
 
 def test_text_view_for_frontends_without_html() -> None:
@@ -288,7 +299,7 @@ def test_explicit_progress_without_a_terminal_writes_a_summary_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err  # a short run: no periodic line, only the summary
     assert re.fullmatch(
-        r"\[aethergraph\] pg_ok run \w{8} done in 00:00: 4 nodes "
+        r"\[aethergraph\] pg_ok run \w{8} done in \d\d:\d\d: 4 nodes "
         r"\(4 done, 0 failed, 0 skipped, 0 retries\), \S+ nodes/s",
         lines[0],
     ), lines[0]
@@ -342,6 +353,53 @@ def test_run_handle_shows_its_status_as_html() -> None:
     if graph_picture is not None:
         assert "<svg" in html
     assert repr(handle).startswith("<RunHandle pg_mixed run=")
+
+
+CLI_TARGET = """
+from aethergraph import graph_fn, tool
+
+
+@tool(outputs=["y"])
+def pg_cli_double(x: int) -> dict:
+    return {"y": 2 * x}
+
+
+@graph_fn(name="pg_cli", outputs=["y"])
+async def pg_cli(x: int):
+    return {"y": pg_cli_double(x=pg_cli_double(x=x)["y"])["y"]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], "per-node"),  # stderr is no terminal here: per-node lines, as before
+        (["--progress"], "summary"),
+        (["--no-progress"], "nothing"),
+        (["--quiet"], "nothing"),
+        (["--quiet", "--progress"], "summary"),
+    ],
+)
+def test_cli_progress_flags(
+    flags: list[str], expected: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aethergraph.cli import main
+
+    target = tmp_path / "pg_cli_target.py"
+    target.write_text(CLI_TARGET)
+    assert main(["run", f"{target}:pg_cli", "-i", "x=3", "--local", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert '"y": 12' in out
+    lines = [line for line in err.splitlines() if "nodes in " not in line]  # the timing line
+    if expected == "per-node":
+        # "[1/1]" when the first node ends before the body adds the second
+        assert lines[0].split()[0] in ("[1/1]", "[1/2]"), err
+        assert lines[1].split()[0] == "[2/2]", err
+    elif expected == "summary":
+        assert len(lines) == 1, err
+        assert re.match(r"\[aethergraph\] pg_cli run \w{8} done in .*: 2 nodes \(2 done", lines[0])
+    else:
+        assert lines == [], err
 
 
 # -- options ---------------------------------------------------------------------------------------
