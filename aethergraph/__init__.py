@@ -6,6 +6,8 @@ Decorate functions with ``@tool`` and ``@graph_fn``; calling a graph traces its 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aethergraph.errors import (
     AetherGraphError,
     ConfigurationError,
@@ -39,6 +41,19 @@ from aethergraph.tracing.tool import Tool, tool
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from aethergraph.attached import AttachedRun
+
+
+def attach(run_id: str, where: Any = None) -> AttachedRun:
+    """Watch and await run ``run_id``, started by any client of the broker (``where``: its
+    cluster or Celery executor; default: the configured broker). See
+    :mod:`aethergraph.attached`; imported on first use, as it needs the Celery client."""
+    from aethergraph.attached import attach as attach_run
+
+    return attach_run(run_id, where)
+
+
 __all__ = [
     "AetherGraphError",
     "BaseContextService",
@@ -69,6 +84,7 @@ __all__ = [
     "UnknownOutputError",
     "UnknownServiceError",
     "__version__",
+    "attach",
     "current_context",
     "current_registry",
     "graph_fn",

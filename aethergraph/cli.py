@@ -1,4 +1,4 @@
-"""The ``aethergraph`` command line: ``demo``, ``run``, ``worker``, ``flower`` and ``status``.
+"""The ``aethergraph`` command line: demo, run, worker, flower, status and runs.
 
 Also ``python -m aethergraph`` (see ``__main__.py``). Every mistake of the user's ends in one
 ``error: …`` line on stderr and exit code 2; URLs are shown with their passwords redacted.
@@ -24,7 +24,14 @@ import redis
 import aethergraph
 from aethergraph.cli_options import broker_option, command_settings
 from aethergraph.errors import AetherGraphError, BrokerUnavailableError, ConfigurationError
-from aethergraph.monitor_cli import flower_parser, run_flower, run_status, status_parser
+from aethergraph.monitor_cli import (
+    flower_parser,
+    run_flower,
+    run_runs,
+    run_status,
+    runs_parser,
+    status_parser,
+)
 from aethergraph.registry import current_registry
 from aethergraph.runner import run
 from aethergraph.scheduling.events import NodeEvent, RunEvent
@@ -230,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     flower_parser(flower_p)
     status_p = sub.add_parser("status", help="live workers, queue lengths and runs in flight")
     status_parser(status_p)
+    runs_p = sub.add_parser("runs", help="recent runs from their durable records")
+    runs_parser(runs_p)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -242,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_flower(args, extra)
         if args.command == "status":
             return run_status(args)
+        if args.command == "runs":
+            return run_runs(args)
         if args.command == "demo":
             from aethergraph.demo import DEFAULT_TEMPERATURES, demo_sweep
 

@@ -1,4 +1,4 @@
-"""The monitoring commands: ``aethergraph flower`` and ``aethergraph status``.
+"""The monitoring commands: ``aethergraph flower``, ``aethergraph status`` and ``aethergraph runs``.
 
 ``aethergraph flower [flower options]`` starts Flower on the project's own Celery app — the
 configured broker (``-b`` or ``AETHERGRAPH_BROKER_URL``) and the namespace's event exchange — so
@@ -8,6 +8,11 @@ Flower is an optional extra: ``pip install 'aethergraph[flower]'``.
 
 ``aethergraph status [--json]`` prints what runs now: live workers, queue lengths and the runs
 in flight (``execution/celery/status.py`` reads them).
+
+``aethergraph runs [--json] [-n N]`` lists the recent runs from their durable records
+(``execution/celery/run_record.py``): state — ``abandoned`` when its client is gone —, node
+counts, start time and client; a run listed there can be watched with ``aethergraph.attach`` and
+continued with ``run(..., run_id=ID, resume=True)``.
 """
 
 from __future__ import annotations
@@ -127,4 +132,62 @@ def format_status(status: dict[str, Any], settings: Settings) -> str:
             for r in runs
         ]
         out += ["  " + line for line in _table(rows, ["run", "graph", "client", "age", *states])]
+    return "\n".join(out)
+
+
+# -- runs --------------------------------------------------------------------------------
+def runs_parser(parser: argparse.ArgumentParser) -> None:
+    broker_option(parser)
+    parser.add_argument("-n", "--limit", type=int, default=20, help="newest runs shown (20)")
+    parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    """Print the recent runs of the namespace from their durable records."""
+    import time
+
+    from aethergraph.execution.celery.run_record import list_runs
+    from aethergraph.keys import Keys
+    from aethergraph.redis_clients import sync_client
+
+    if args.limit < 1:
+        raise ConfigurationError(f"--limit must be at least 1, got {args.limit}")
+    settings = _settings_with_broker(args.broker, "runs")
+    client = sync_client(settings.broker_url or "")
+    try:
+        runs = list_runs(client, Keys(settings.namespace), args.limit)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(runs, indent=2, sort_keys=True))
+        return 0
+    print(format_runs(runs, settings, time.time()))
+    return 0
+
+
+def format_runs(runs: list[dict[str, Any]], settings: Settings, now: float) -> str:
+    """The human form of :func:`~aethergraph.execution.celery.run_record.list_runs`."""
+    out = [f"namespace {settings.namespace!r} on {redact_url(settings.broker_url or '')}"]
+    out.append(f"\nruns: {len(runs)} (newest first; records kept AETHERGRAPH_RUN_TTL seconds)")
+    if runs:
+        rows = [
+            [
+                r["run_id"],
+                r["graph"],
+                r["state"] + (f" (resumed {r['resumes']}x)" if r["resumes"] else ""),
+                _ago(r["started"], now),
+                str(r["nodes"].get("done", 0)),
+                str(r["nodes"].get("failed", 0)),
+                str(r["nodes"].get("sent", 0)),
+                r["origin"],
+            ]
+            for r in runs
+        ]
+        header = ["run", "graph", "state", "started", "done", "failed", "in flight", "client"]
+        out += ["  " + line for line in _table(rows, header)]
+    if any(r["state"] == "abandoned" for r in runs):
+        out.append(
+            "\nabandoned: its client is gone; continue it with "
+            "run(<graph>, <same inputs>, run_id=<run>, resume=True)"
+        )
     return "\n".join(out)

@@ -66,6 +66,7 @@ def _options(
     on_event: Listener | None,
     run_id: str | None,
     progress: ProgressOption,
+    resume: bool,
 ) -> RunOptions:
     return RunOptions(
         executor=_executor(executor),
@@ -74,6 +75,7 @@ def _options(
         on_event=on_event,
         run_id=run_id,
         progress=progress,
+        resume=resume,
     )
 
 
@@ -114,11 +116,12 @@ async def run_async(
     on_event: Listener | None = None,
     run_id: str | None = None,
     progress: ProgressOption = None,
+    resume: bool = False,
     **keyword_inputs: Any,
 ) -> dict[str, Any]:
     """Run a graph and return its outputs (``await gf(**inputs)`` with run options)."""
     graph = _check_graph(gf)
-    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress, resume)
     return await execute_graph(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -206,11 +209,12 @@ def submit(
     on_event: Listener | None = None,
     run_id: str | None = None,
     progress: ProgressOption = None,
+    resume: bool = False,
     **keyword_inputs: Any,
 ) -> RunHandle:
     """Start a run in the background and return a :class:`RunHandle` at once."""
     graph = _check_graph(gf)
-    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress, resume)
     return _start(graph, _bind(graph, inputs, keyword_inputs), options)
 
 
@@ -247,16 +251,22 @@ def run(
     on_event: Listener | None = None,
     run_id: str | None = None,
     progress: ProgressOption = None,
+    resume: bool = False,
     **keyword_inputs: Any,
 ) -> dict[str, Any]:
-    """Run a graph and block until its outputs are ready (also inside Jupyter)."""
+    """Run a graph and block until its outputs are ready (also inside Jupyter).
+
+    ``run_id=ID, resume=True`` replays run ``ID`` (on a durable executor: Celery, a cluster):
+    nodes that finished reuse their outcomes, nodes still on the workers are adopted, only the
+    rest run — after a failure, or after the kernel that started it died (docs/notebooks.md).
+    """
     graph = _check_graph(gf)
     if runtime_loop.in_runtime_thread():
         raise RuntimeUsageError(
             "run() blocks and cannot be called from a tool running on the runtime thread; "
             "use 'await run_async(...)' in an async tool"
         )
-    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress)
+    options = _options(executor, max_concurrency, fail_fast, on_event, run_id, progress, resume)
     bound = _bind(graph, inputs, keyword_inputs)
     try:
         asyncio.get_running_loop()

@@ -26,12 +26,13 @@ LAYERS = [
     ("services", ["services", "codec", "accepted_types", "offload"]),
     ("graph", ["graph"]),
     ("execution", ["execution"]),
-    ("scheduling", ["scheduling"]),
+    ("scheduling", ["scheduling", "progress"]),
     ("tracing", ["tracing"]),
     (
         "entry",
         [
             "runner",
+            "attached",
             "cli",
             "cli_options",
             "monitor_cli",

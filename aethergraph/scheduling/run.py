@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
-from aethergraph import runtime_loop
+from aethergraph import codec, runtime_loop
 from aethergraph.errors import ConfigurationError, RunCancelledError
 from aethergraph.execution.base import Executor
 from aethergraph.execution.select import ensure_started, needs_start, resolve_executor
@@ -56,6 +56,9 @@ class RunOptions:
     a callable for this run's events. ``run_id``: the run's id (a fresh one if ``None``).
     ``progress``: show the run's progress while it runs — ``True``, ``"graph"`` (with the live
     graph picture in a notebook), or ``None``/``False`` for nothing (:mod:`aethergraph.progress`).
+    ``resume``: replay the run ``run_id`` — a failed one, or one whose client died — reusing
+    its finished nodes and adopting those still on the workers (durable executors only:
+    ``execution/celery/resume.py``).
     """
 
     executor: Executor | str | None = None
@@ -64,6 +67,7 @@ class RunOptions:
     on_event: Listener | None = None
     run_id: str | None = None
     progress: ProgressOption = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         executor = self.executor
@@ -85,6 +89,13 @@ class RunOptions:
         if self.run_id is not None and (not isinstance(self.run_id, str) or not self.run_id):
             raise ConfigurationError(f"run_id must be a non-empty string, got {self.run_id!r}")
         check_progress_option(self.progress)
+        if not isinstance(self.resume, bool):
+            raise ConfigurationError(f"resume must be True or False, got {self.resume!r}")
+        if self.resume and not self.run_id:
+            raise ConfigurationError(
+                "resume=True needs the run_id of the run to resume: run(gf, ..., "
+                "run_id='<id>', resume=True) ('aethergraph runs' lists recent runs)"
+            )
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -130,6 +141,8 @@ class Run:
         self._gc_counted = gc_counted
         self._progress = progress
         self._closed = False
+        #: the graph's outputs, once it returned them (kept in a durable run's record)
+        self.outputs: dict[str, Any] | None = None
 
     @classmethod
     async def open(cls, graph: TaskGraph, options: RunOptions) -> Run:
@@ -156,7 +169,9 @@ class Run:
         )
         graph_name = graph.graph_id
         executor.run_started(
-            scheduler.run_id, lambda: {"graph": graph_name, "counts": graph.status_counts()}
+            scheduler.run_id,
+            lambda: {"graph": graph_name, "counts": graph.status_counts()},
+            resume=options.resume,
         )
         return cls(scheduler, gc_pacing.run_started(), progress)
 
@@ -198,6 +213,24 @@ class Run:
             return run.failure
         return exc
 
+    def _summary(self) -> dict[str, Any] | None:
+        """How the run ended, for a durable executor's record (None for the others)."""
+        run = self.scheduler
+        if not run.executor.durable:
+            return None
+        result = None
+        if self.outputs is not None:
+            try:
+                result = codec.encode(self.outputs, where="the graph's outputs")
+            except Exception:  # kept out of the record; the run itself succeeded
+                log.warning("run %s: outputs not kept in its record", self.run_id, exc_info=True)
+        return {
+            "status": run.status,
+            "counts": run.graph.status_counts(),
+            "error": str(run.failure) if run.failure else run.cancel_reason,
+            "result": result,
+        }
+
     async def close(self) -> Any:
         """Return the run's memory snapshot (read off the event loop); end its GC pacing.
 
@@ -211,7 +244,7 @@ class Run:
             run = self.scheduler
             error = str(run.failure) if run.failure else run.cancel_reason
             self._progress.close(run.status, error)
-        self.scheduler.executor.run_ended(self.run_id)
+        self.scheduler.executor.run_ended(self.run_id, self._summary())
         memory = self.scheduler.builtins.memory
         try:
             if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed

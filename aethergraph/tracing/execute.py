@@ -158,7 +158,8 @@ async def trace_into(gf: TracedGraph, bound: dict[str, Any], run: Run) -> dict[s
         raise error from exc
     try:
         await run.finish()
-        return await _outputs_of(gf, result)
+        run.outputs = await _outputs_of(gf, result)
+        return run.outputs
     finally:
         gf.remember(run.graph, ctx, await run.close())
 

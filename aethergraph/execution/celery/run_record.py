@@ -136,9 +136,12 @@ def _text(value: Any) -> str:
 
 
 def entry_state(entry: dict[str, Any]) -> str:
-    """``sent`` (in flight), ``done`` or ``failed``: a node entry's state."""
+    """``sent`` (in flight), ``done``, ``failed`` or ``skipped`` (a worker dropped it: its
+    client was gone): a node entry's state."""
     if "sent" in entry:
         return "sent"
+    if entry.get("skipped"):
+        return "skipped"
     return "done" if entry.get("ok") else "failed"
 
 

@@ -23,6 +23,7 @@ artifact store or Redis unreachable) stay retryable.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -40,6 +41,8 @@ from aethergraph.keys import Keys
 from aethergraph.redis_clients import sync_client
 from aethergraph.services.builtins.artifacts import ArtifactStore
 from aethergraph.settings import Settings
+
+log = logging.getLogger("aethergraph.worker")
 
 CONNECT_TIMEOUT = 2.0  # seconds
 COMMAND_TIMEOUT = 10.0  # seconds a push may take (redis-py retries blips within it)
@@ -148,6 +151,26 @@ class OutcomePusher:
                     run = entries.setdefault(str(meta["run_id"]), {})
                     run[str(meta["node_id"])] = message
         self._append(client, messages, records=(entries, record))
+
+    def record_not_run(self, meta: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> None:
+        """Mark nodes this worker dropped because their client is gone as not run in their
+        run's record: a resumed run runs them (it would otherwise adopt them and wait)."""
+        ttl = int(meta.get("rec") or 0)
+        entries: dict[str, dict[Any, Any]] = {}
+        for node in nodes:
+            if ttl and node.get("ident") and node.get("run_id") and node.get("node_id"):
+                entry = json.dumps({"skipped": True, "ident": node["ident"]})
+                entries.setdefault(str(node["run_id"]), {})[str(node["node_id"])] = entry
+        if not entries:
+            return
+        pipe = self.redis().pipeline(transaction=False)
+        for run_id, fields in entries.items():
+            pipe.hset(self.keys.run_nodes(run_id), mapping=fields)
+            pipe.expire(self.keys.run_nodes(run_id), ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError:  # the record shows it sent: resuming adopts, then resends
+            log.warning("could not mark skipped nodes in their run record", exc_info=True)
 
     def _append(
         self,

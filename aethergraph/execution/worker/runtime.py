@@ -147,6 +147,7 @@ class WorkerRuntime:
             log.warning(
                 "skipping message %s (%s): its client %s is gone", task_id, spec.name, client
             )
+            self.pusher.record_not_run(meta, meta.get("pack") or [meta])
             return f"skipped: client {client} is gone"
         try:
             spec = self.code.resolve(spec, meta)
@@ -193,6 +194,10 @@ class WorkerRuntime:
             wanted = lambda: self.leases.wanted(meta)  # noqa: E731
             if self.runner.run_pack(spec, meta["pack"], push, go_on=wanted):
                 reporting.revoked(spec.name, task_id)
+            elif len(done) < len(meta["pack"]):  # its client left: what did not run, say so
+                ran = {f.task_id for f in done}
+                rest = [node for node in meta["pack"] if str(node.get("id")) not in ran]
+                self.pusher.record_not_run(meta, rest)
             return reporting.report(spec.name, done)
         try:
             args = self.pusher.decode_args(kwargs, spec)

@@ -32,7 +32,12 @@ from aethergraph.settings import Settings, get_settings
 
 POLL = 0.5  # seconds between reads of the record while waiting
 FINAL = frozenset({"done", "failed", "cancelled", "abandoned"})
-_NODE_STATUS = {"sent": NodeStatus.RUNNING, "done": NodeStatus.DONE, "failed": NodeStatus.FAILED}
+_NODE_STATUS = {
+    "sent": NodeStatus.RUNNING,
+    "done": NodeStatus.DONE,
+    "failed": NodeStatus.FAILED,
+    "skipped": NodeStatus.PENDING,  # dropped by a worker (its client was gone): it runs again
+}
 
 
 def _settings_of(where: Any) -> Settings:
