@@ -31,26 +31,18 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from aethergraph.errors import ConfigurationError
 from aethergraph.graph.export import STATUS_COLORS
+from aethergraph.graph.picture import graph_html
 from aethergraph.graph.task_graph import TaskGraph
 
 log = logging.getLogger("aethergraph")
-
-GraphPicture = Callable[[TaskGraph], str]
-graph_picture: GraphPicture | None
-try:
-    from aethergraph.graph.picture import graph_html
-except ImportError:  # a tree without the picture module: the tables still work
-    graph_picture = None
-else:
-    graph_picture = graph_html
 
 ProgressOption = bool | str | None
 DisplayKind = Literal["auto", "notebook", "terminal", "log"]
@@ -325,11 +317,9 @@ def graph_snapshot(
 
 
 def _draw_picture(graph: TaskGraph) -> str | None:
-    """The graph picture, or ``None`` (no picture module, or drawing failed: logged)."""
-    if graph_picture is None:
-        return None
+    """The graph picture, or ``None`` if drawing failed (logged: the table still shows)."""
     try:
-        return graph_picture(graph)
+        return graph_html(graph)
     except Exception:
         log.exception("could not draw the picture of graph %s", graph.graph_id)
         return None

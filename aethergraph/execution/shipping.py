@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import time
 
 import cloudpickle
@@ -43,11 +42,6 @@ SHIPPED_TASK = "aethergraph.shipped"
 CODE_TTL = 24 * 3600.0
 
 FORMAT = 1
-
-
-def is_notebook_tool(spec: ToolSpec) -> bool:
-    """Is the tool defined where no worker can import it from (a cell, a script's main)?"""
-    return getattr(inspect.unwrap(spec.fn), "__module__", None) == "__main__"
 
 
 def digest_of(blob: bytes) -> str:

@@ -84,6 +84,7 @@ class ToolSpec:
         "accepts_var_kw",
         "description",
         "fn",
+        "in_main",
         "is_async",
         "name",
         "outputs",
@@ -148,6 +149,9 @@ class ToolSpec:
         #: module before it was edited). Read now, at definition: the source file may change
         #: later while the code loaded from it does not.
         self.source_digest = _digest_source(name, version, fn)
+        #: defined in ``__main__`` (a notebook cell, a script's main module): no worker can
+        #: import it, so a LocalCluster ships its code (``execution/shipping.py``)
+        self.in_main = getattr(inspect.unwrap(fn), "__module__", None) == "__main__"
 
     # -- calls -----------------------------------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -32,11 +32,18 @@ from typing import Any
 
 from aethergraph import runtime_loop
 from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
-from aethergraph.execution.base import Executor, NodeFailure, NodeJob, NodeOutcome, failure_from
+from aethergraph.execution.base import (
+    DoneCallback,
+    Executor,
+    NodeFailure,
+    NodeJob,
+    NodeOutcome,
+    failure_from,
+)
 from aethergraph.graph.refs import RefBase, substitute
 from aethergraph.graph.task_graph import NodeStatus, TaskGraph
 from aethergraph.graph.tool_spec import ToolSpec
-from aethergraph.scheduling.cache import NodeCache, cache_key
+from aethergraph.scheduling.cache import CachedCalls, NodeCache
 from aethergraph.scheduling.events import GLOBAL_BUS, Listener, RunEventType
 from aethergraph.scheduling.failures import (
     internal_error,
@@ -98,7 +105,7 @@ class RunScheduler(NodeBook):
         self._ready: deque[NodeState] = deque()
         self._body_done = False
         self._cancelled = False
-        self._cache: NodeCache | None = None  # made for the first node of a caching tool
+        self._cache: CachedCalls | None = None  # made for the first node of a caching tool
         self._soon(self._emit_run, "run_started")
 
     # -- called from the tracing thread ---------------------------------------------------
@@ -203,60 +210,21 @@ class RunScheduler(NodeBook):
                 cached = [job for job in jobs if job.tool.policy.cache]
                 if cached:
                     jobs = [job for job in jobs if not job.tool.policy.cache]
-                    self._loop.create_task(self._via_cache(cached))
-            self._submit(jobs)
+                    self._cached_calls().take(cached)
+            if jobs:
+                self._submit(jobs)
 
-    def _submit(self, jobs: list[NodeJob], on_done: Callable[..., None] | None = None) -> None:
-        if jobs:
-            report = on_done or self._report
-            try:
-                self.executor.submit_many(jobs, report)
-            except Exception as exc:  # the executor refused them: those nodes fail, visibly
-                failure = failure_from(exc)
-                for job in jobs:
-                    self._report(job, NodeOutcome(failure=failure))
+    def _cached_calls(self) -> CachedCalls:
+        if self._cache is None:  # it holds this scheduler weakly: no reference cycle
+            self._cache = CachedCalls(NodeCache(self.builtins.kv), self._loop, self)
+        return self._cache
 
-    async def _via_cache(self, jobs: list[NodeJob]) -> None:
-        """Settle the nodes whose call is cached; dispatch the others, storing their outputs
-        when they succeed (``cache.py``)."""
+    def _submit(self, jobs: list[NodeJob], on_done: DoneCallback | None = None) -> None:
         try:
-            cache = self._cache
-            if cache is None:
-                cache = self._cache = NodeCache(self.builtins.kv)
-            misses: list[NodeJob] = []
-            keys: dict[str, str] = {}
+            self.executor.submit_many(jobs, on_done or self._report)
+        except Exception as exc:  # the executor refused them: those nodes fail, visibly
             for job in jobs:
-                key = cache_key(job)
-                outputs = await cache.lookup(key, job) if key is not None else None
-                state = self._nodes.get(job.node_id)
-                if state is None or state.job is not job:
-                    continue  # cancelled meanwhile
-                if outputs is not None:
-                    now = time.time()
-                    hit = NodeOutcome(outputs, started_at=now, finished_at=now, reused="cached")
-                    self._on_outcome(job, hit)
-                    continue
-                if key is not None:
-                    keys[job.key] = key
-                misses.append(job)
-            if not misses:
-                return
-
-            def store_then_report(job: NodeJob, outcome: NodeOutcome) -> None:
-                key = keys.pop(job.key, None)
-                if key is not None and outcome.failure is None and outcome.outputs is not None:
-                    ttl = job.tool.policy.cache_ttl
-                    runtime_loop.call_soon(self._store, cache, key, outcome.outputs, ttl)
-                self._report(job, outcome)
-
-            self._submit(misses, store_then_report)
-        except Exception as exc:
-            self._break(exc)
-
-    def _store(
-        self, cache: NodeCache, key: str, outputs: dict[str, Any], ttl: float | None
-    ) -> None:
-        self._loop.create_task(cache.store(key, outputs, ttl))
+                self._report(job, NodeOutcome(failure=failure_from(exc)))
 
     def _make_job(self, state: NodeState) -> NodeJob | None:
         node = state.node

@@ -245,8 +245,8 @@ class CeleryExecutor(Executor):
         if resume and self._resumer is None:
             super().run_started(run_id, describe, resume=True)  # raises: nothing to resume
         self._live_runs.started(run_id, describe)
-        if self._dispatcher.shipper is not None:
-            self._dispatcher.shipper.new_run()
+        if self._dispatcher.stamps.shipper is not None:
+            self._dispatcher.stamps.shipper.new_run()
         if self._resumer is not None and self._records is not None:
             if resume:
                 self._resumer.begin(run_id)

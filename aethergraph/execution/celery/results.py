@@ -36,8 +36,8 @@ from aethergraph.accepted_types import signature_types
 from aethergraph.errors import NodeTimeoutError
 from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
 from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
-from aethergraph.execution.celery.dispatch import TIMEOUT_GRACE
 from aethergraph.execution.celery.inflight import InFlight, Pending
+from aethergraph.execution.celery.messages import TIMEOUT_GRACE
 from aethergraph.execution.celery.recovery import Recovery
 from aethergraph.settings import Settings
 
