@@ -1,4 +1,4 @@
-"""The ``aethergraph`` command line: demo, run, worker, flower, status and runs.
+"""The ``aethergraph`` command line: demo, run, worker, cluster, flower, status and runs.
 
 Also ``python -m aethergraph`` (see ``__main__.py``). Every mistake of the user's ends in one
 ``error: …`` line on stderr and exit code 2; URLs are shown with their passwords redacted.
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_p = sub.add_parser(
         "worker", help="serve tools as a Celery worker (other celery worker flags pass through)"
     )
+    from aethergraph.cluster.serve import cluster_parser  # lazy, like the worker's: Celery
     from aethergraph.worker_cli import worker_parser  # lazy: it imports Celery and the runtime
 
     worker_parser(worker_p)
@@ -239,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     status_parser(status_p)
     runs_p = sub.add_parser("runs", help="recent runs from their durable records")
     runs_parser(runs_p)
+    cluster_p = sub.add_parser(
+        "cluster", help="a LocalCluster in this terminal, for notebooks to connect to"
+    )
+    cluster_parser(cluster_p)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -253,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_status(args)
         if args.command == "runs":
             return run_runs(args)
+        if args.command == "cluster":
+            from aethergraph.cluster.serve import serve_cluster
+
+            return serve_cluster(args)
         if args.command == "demo":
             from aethergraph.demo import DEFAULT_TEMPERATURES, demo_sweep
 

@@ -57,6 +57,9 @@ from aethergraph.watchdog import Watchdog
 def _default_tools() -> list[str]:
     """The script being run (``__main__``), so that its own tools work without flags."""
     main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name.split(".")[0] == "aethergraph":
+        return []  # python -m aethergraph ...: the command line, not a tools script
     path = getattr(main, "__file__", None)
     return [str(Path(path).resolve())] if path and str(path).endswith(".py") else []
 
@@ -90,7 +93,10 @@ class LocalCluster:
             raise ConfigurationError(f"ship_code must be True, False or None, got {ship_code!r}")
         #: ship notebook tools to the workers: by default only through a Redis of its own
         self.ship_code = ship_code if ship_code is not None else redis_url is None
-        tool_list = [tools] if isinstance(tools, str) else list(tools or _default_tools())
+        if isinstance(tools, str):
+            tool_list = [tools]
+        else:  # None: this script's own tools; [] (given): none but shipped ones
+            tool_list = list(tools) if tools is not None else _default_tools()
         if workers and not tool_list and not self.ship_code:
             raise ConfigurationError(
                 "LocalCluster needs tools=[...] (the modules or .py files whose @tool functions "

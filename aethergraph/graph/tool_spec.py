@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import random
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,15 @@ def _digest_source(name: str, version: str, fn: Callable[..., Any]) -> str:
         text = inspect.getsource(target)
     except (OSError, TypeError):
         code = getattr(target, "__code__", None)
-        text = repr((code.co_code, code.co_consts, code.co_names)) if code else repr(target)
+        text = _code_text(code) if isinstance(code, types.CodeType) else type(target).__qualname__
     return hashlib.sha256(f"{name}\0{version}\0{text}".encode()).hexdigest()[:16]
+
+
+def _code_text(code: types.CodeType) -> str:
+    """Compiled code as text that is the same in every process (nested code objects, whose
+    ``repr`` holds a memory address, are spelled out recursively)."""
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, consts, code.co_names, code.co_varnames))
 
 
 class ToolSpec:

@@ -130,7 +130,8 @@ class MessageMaker:
         meta.update(node_meta(job))
         if ident:
             meta["ident"] = ident
-            self._stamps.sent(sent, job, task_id, task_id, queue, ident)
+            common = self._stamps.common(task_id, queue, job.tool)
+            self._stamps.sent(sent, job, task_id, ident, common)
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
@@ -164,6 +165,7 @@ class MessageMaker:
         message = Sent(pack_id, queue)
         nodes = []
         carried = []
+        common = self._stamps.common(pack_id, queue, entries[0][0].tool)
         for index, (job, on_done, kwargs, ident) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
             node = node_meta(job)
@@ -171,7 +173,7 @@ class MessageMaker:
             node["args"] = kwargs
             if ident:
                 node["ident"] = ident
-                self._stamps.sent(sent, job, node_key, pack_id, queue, ident)
+                self._stamps.sent(sent, job, node_key, ident, common)
             nodes.append(node)
             carried.append((node_key, job, on_done))
         self._table.add(message, carried)

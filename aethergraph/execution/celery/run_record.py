@@ -46,20 +46,19 @@ def node_ident(src: str, node_id: str, encoded_args: Any) -> str:
     return hashlib.sha256(f"{src}\0{node_id}\0".encode() + data).hexdigest()[:32]
 
 
-def sent_entry(
-    *, outcome_id: str, task_id: str, queue: str, client: str, ident: str, attempt: int, tool: str
-) -> bytes:
-    """A node's entry while its message is out: where to find and adopt it."""
-    return orjson.dumps(
-        {
-            "sent": outcome_id,
-            "task": task_id,
-            "queue": queue,
-            "client": client,
-            "ident": ident,
-            "attempt": attempt,
-            "tool": tool,
-        }
+def sent_common(*, task_id: str, queue: str, client: str, tool: str) -> bytes:
+    """The part of a ``sent`` entry its message's nodes share (made once per message)."""
+    return orjson.dumps({"task": task_id, "queue": queue, "client": client, "tool": tool})[1:]
+
+
+def sent_entry(outcome_id: str, ident: str, attempt: int, common: bytes) -> bytes:
+    """A node's entry while its message is out: where to find and adopt it (hot: once per
+    node, so the message's shared part is spliced in, not serialized again)."""
+    return b'{"sent":"%s","ident":"%s","attempt":%d,%s' % (
+        outcome_id.encode(),
+        ident.encode(),
+        attempt,
+        common,
     )
 
 

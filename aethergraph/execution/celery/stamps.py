@@ -19,7 +19,12 @@ import time
 from typing import Any
 
 from aethergraph.execution.base import NodeJob
-from aethergraph.execution.celery.run_record import RunRecords, node_ident, sent_entry
+from aethergraph.execution.celery.run_record import (
+    RunRecords,
+    node_ident,
+    sent_common,
+    sent_entry,
+)
 from aethergraph.execution.shipping import SHIPPED_TASK, CodeShipper
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys
@@ -77,24 +82,17 @@ class Stamps:
             return ""
         return node_ident(job.tool.source_digest, job.node_id, encoded_args)
 
+    def common(self, task_id: str, queue: str, tool: ToolSpec) -> bytes:
+        """What the ``sent`` entries of one message's nodes share."""
+        return sent_common(task_id=task_id, queue=queue, client=self._client_id, tool=tool.name)
+
+    @staticmethod
     def sent(
-        self,
-        entries: SentEntries,
-        job: NodeJob,
-        outcome_id: str,
-        task_id: str,
-        queue: str,
-        ident: str,
+        entries: SentEntries, job: NodeJob, outcome_id: str, ident: str, common: bytes
     ) -> None:
         """Add the node's ``sent`` entry (where its message is) to the batch's entries."""
         entries.setdefault(job.run_id, {})[job.node_id] = sent_entry(
-            outcome_id=outcome_id,
-            task_id=task_id,
-            queue=queue,
-            client=self._client_id,
-            ident=ident,
-            attempt=job.attempt,
-            tool=job.tool.name,
+            outcome_id, ident, job.attempt, common
         )
 
     def queue_before_messages(
