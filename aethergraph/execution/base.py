@@ -26,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import concurrent.futures
 import traceback as _traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -197,9 +198,14 @@ class Executor(ABC):
                 "AETHERGRAPH_BROKER_URL); in-process, @tool(cache=True) reuses earlier outcomes"
             )
 
-    def run_ended(self, run_id: str, summary: dict[str, Any] | None = None) -> None:
+    def run_ended(
+        self, run_id: str, summary: dict[str, Any] | None = None
+    ) -> concurrent.futures.Future[Any] | None:
         """The run settled (done, failed or cancelled): it is no longer in flight.
-        ``summary``: its ``status``, ``counts``, ``error`` and encoded ``result`` (outputs)."""
+        ``summary``: its ``status``, ``counts``, ``error`` and encoded ``result`` (outputs).
+        A durable executor returns a future done once the run's record says so (the run's
+        entry point waits for it, briefly, so that the record is final when it returns)."""
+        return None
 
     @abstractmethod
     def submit_many(self, jobs: Sequence[NodeJob], on_done: DoneCallback) -> None:

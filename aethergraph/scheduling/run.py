@@ -44,6 +44,7 @@ from aethergraph.settings import get_settings
 log = logging.getLogger("aethergraph")
 
 GRAPH_NODE_ID = "graph"
+RECORD_WAIT = 5.0  # seconds a run's end waits for its durable record (a broker outage: not more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +245,12 @@ class Run:
             run = self.scheduler
             error = str(run.failure) if run.failure else run.cancel_reason
             self._progress.close(run.status, error)
-        self.scheduler.executor.run_ended(self.run_id, self._summary())
+        recorded = self.scheduler.executor.run_ended(self.run_id, self._summary())
+        if recorded is not None:  # the record is final when run() returns (bounded wait)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(recorded), RECORD_WAIT)
+            except Exception:
+                log.warning("run %s: its record's end was not written", self.run_id, exc_info=True)
         memory = self.scheduler.builtins.memory
         try:
             if isinstance(memory, InMemoryMemoryBackend):  # a list copy: no thread hop needed

@@ -250,3 +250,28 @@ def test_an_abandoned_run_says_so_and_resumes_what_the_workers_dropped(
     out = run(tools.durable_sweep, n=n, executor=cluster, run_id=run_id, resume=True)
     assert out == {"total": _expected(n)}
     assert dict(_executions(log)) == _every_node_once(n)
+
+
+def test_nodes_cancelled_by_fail_fast_are_not_left_as_sent_and_run_on_resume(
+    durable: dict[str, Any],
+) -> None:
+    """A fail_fast run cancels what is still out; their record entries say so (a resumed run
+    runs them, instead of adopting messages that were revoked)."""
+    cluster, tools, log, fail = (durable[k] for k in ("cluster", "tools", "log", "fail"))
+    log.unlink(missing_ok=True)
+    fail.touch()
+    run_id = "cancelled-then-resumed"
+    try:
+        with pytest.raises(ToolError, match="d_check refuses 6"):
+            run(tools.durable_sweep, n=12, executor=cluster, run_id=run_id, fail_fast=True)
+    finally:
+        fail.unlink()
+    watched = attach(run_id, cluster)
+    assert watched.status == "failed"
+    wait_until(lambda: watched.refresh() and not watched.counts.get("sent"), "no node left sent")
+    watched.close()
+    out = run(tools.durable_sweep, n=12, executor=cluster, run_id=run_id, resume=True)
+    assert out == {"total": _expected(12)}
+    counts = _executions(log)
+    assert all(counts[f"step {i}"] >= 1 for i in range(12))
+    assert counts["total 12"] == 1

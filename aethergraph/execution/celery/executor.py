@@ -16,9 +16,11 @@ never modified, so in-process and distributed runs coexist in one process.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -155,6 +157,7 @@ class CeleryExecutor(Executor):
         self._orphans: Orphans | None = None
         self._lease: Lease | None = None
         self._live_runs = LiveRuns(self.keys, self.client_id)
+        self._record_writes: dict[str, asyncio.Task[Any]] = {}  # a run's last header write
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -252,16 +255,32 @@ class CeleryExecutor(Executor):
                 self._resumer.begin(run_id)
             graph = str(describe().get("graph", ""))
             started = self._records.started(self._redis(), run_id, graph, self.client_id, resume)
-            runtime_loop.call_soon(self._background.spawn, started, "run record")
+            runtime_loop.submit(self._record_in_order(run_id, started))
 
-    def run_ended(self, run_id: str, summary: dict[str, Any] | None = None) -> None:
+    def run_ended(
+        self, run_id: str, summary: dict[str, Any] | None = None
+    ) -> concurrent.futures.Future[Any] | None:
+        """Mark the run ended in its record; the future is done once that is written."""
         self._live_runs.ended(run_id)
         if self._resumer is not None and self._records is not None:
             resumed = self._resumer.end(run_id)
             if resumed is not None:
                 log.info("resumed run %s: %s", run_id, resumed.counts)
             ended = self._records.ended(self._redis(), run_id, summary or {})
-            runtime_loop.call_soon(self._background.spawn, ended, "run record")
+            return runtime_loop.submit(self._record_in_order(run_id, ended, last=True))
+        return None
+
+    async def _record_in_order(
+        self, run_id: str, write: Coroutine[Any, Any, None], *, last: bool = False
+    ) -> None:
+        """Write a run's record header after its previous write (the end never lands before
+        the start: a short run's two writes race otherwise). On the runtime loop."""
+        previous = self._record_writes.pop(run_id, None)
+        if not last:
+            self._record_writes[run_id] = asyncio.current_task()  # type: ignore[assignment]
+        if previous is not None:
+            await asyncio.wait([previous])
+        await write
 
     def resumed_counts(self, run_id: str) -> dict[str, int] | None:
         """How the nodes of a resumed run went so far (reused, adopted, ran); tests, logs."""
@@ -299,11 +318,15 @@ class CeleryExecutor(Executor):
     def cancel(self, job: NodeJob) -> None:
         if self._dispatcher.cancel(job.key):
             return  # not published yet: it never will be
-        _, emptied = self._table.pop_job(job.key)
+        pending, emptied = self._table.pop_job(job.key)
         # a packed node: its message is stopped once none of its nodes is wanted any more
         # (until then a cancelled node may still run; its outcome is ignored)
         if emptied is not None:
             self._revoker.revoke(emptied.task_id)
+        if pending is not None and self._records is not None and self._clients:
+            # its record entry says "sent" still: a resumed run would adopt and wait for it
+            marked = self._records.cancelled(self._redis(), job.run_id, job.node_id)
+            self._background.spawn(marked, "run record")
 
     def _released(self, run_id: str) -> None:
         """A node of ``run_id`` left the table (InFlight's release callback)."""

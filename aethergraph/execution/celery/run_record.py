@@ -113,6 +113,10 @@ class RunRecords:
         pipe.expire(self.keys.run_nodes(run_id), self.ttl)
         await pipe.execute()
 
+    async def cancelled(self, client: aioredis.Redis, run_id: str, node_id: str) -> None:
+        """The client cancelled a sent node: a resumed run runs it again (not adopt it)."""
+        await client.hset(self.keys.run_nodes(run_id), node_id, b'{"cancelled":true}')
+
     async def load_nodes(self, client: aioredis.Redis, run_id: str) -> dict[str, dict[str, Any]]:
         raw = await client.hgetall(self.keys.run_nodes(run_id))
         return _parse_nodes(raw)
@@ -135,11 +139,11 @@ def _text(value: Any) -> str:
 
 
 def entry_state(entry: dict[str, Any]) -> str:
-    """``sent`` (in flight), ``done``, ``failed`` or ``skipped`` (a worker dropped it: its
-    client was gone): a node entry's state."""
+    """``sent`` (in flight), ``done``, ``failed`` or ``skipped`` (a worker dropped it, its
+    client being gone, or the client cancelled it): a node entry's state."""
     if "sent" in entry:
         return "sent"
-    if entry.get("skipped"):
+    if entry.get("skipped") or entry.get("cancelled"):
         return "skipped"
     return "done" if entry.get("ok") else "failed"
 
