@@ -304,6 +304,14 @@ def test_status_and_flower_work_as_ops(
     assert len(status["workers"]) == 1
     assert "square" in status["workers"][0]["tools"]
     assert {q["name"] for q in status["queues"]} >= {"aethergraph"}
+    done = subprocess.run(
+        [sys.executable, "-m", "aethergraph", "runs", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert runs, "the client's runs are in the record index"
+    assert {r["state"] for r in runs} <= {"done", "failed", "cancelled", "running"}
 
     port = free_port()
     log = (broker.folder / "flower.log").open("wb")
