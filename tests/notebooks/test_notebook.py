@@ -225,9 +225,9 @@ def test_progress_graph_draws_the_picture_under_the_table(executed: Executed) ->
     (live,) = _rich(executed.nb, "live", "display_data")
     html = live["text/html"]
     assert html.index('class="aethergraph-progress"') < html.index("<svg")
-    assert "7 nodes: 7 done" in html  # the final drawing: every node done
+    assert "13 nodes: 13 done" in html  # the final drawing: every node done
     assert ">summarize_0<" in html
-    assert _result(executed.nb, "live")["mean"] == pytest.approx(_mean_energy(6, 1.0), rel=1e-12)
+    assert _result(executed.nb, "live")["mean"] == pytest.approx(_mean_energy(12, 1.0), rel=1e-12)
 
 
 def test_an_edited_tool_runs_its_new_code_on_the_workers(executed: Executed) -> None:
@@ -251,6 +251,11 @@ def test_a_cached_tool_is_not_run_again(executed: Executed) -> None:
     assert second_nodes == {"cached": 10, "ran": 1}  # only summarize ran again
     assert first == second == {"mean": pytest.approx(_mean_energy(10, gap=1.0), rel=1e-12)}
     assert second_s < first_s  # ten 0.2 s nodes on two workers, against none
+    (picture,) = _rich(executed.nb, "cache", "execute_result")
+    svg = picture["image/svg+xml"]
+    assert ">cached 10<" in svg  # the legend
+    # a dashed border: the legend's swatch and each of the ten reused nodes
+    assert svg.count('stroke-dasharray="5 3"') == 11
 
 
 def test_a_durable_run_is_attached_and_resumed_from_its_record(executed: Executed) -> None:
