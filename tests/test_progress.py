@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from html_table import parse_table
 
 from aethergraph import ToolError, graph_fn, run, run_async, submit, tool
 from aethergraph.errors import ConfigurationError
@@ -149,42 +149,10 @@ def test_counts_need_no_particular_event_order() -> None:
 # -- the notebook view (its HTML and text, built directly: no kernel here) -------------------------
 
 
-class _Table(HTMLParser):
-    """The text of each table row's cells, and every tag seen."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self.tags: set[str] = set()
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self.tags.add(tag)
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def _parse(html: str) -> _Table:
-    table = _Table()
-    table.feed(html)
-    return table
-
-
 def test_html_has_a_row_per_tool_with_the_counts_and_a_total_row() -> None:
     progress = Progress(display="log", stream=io.StringIO())
     _run_mixed(progress)
-    table = _parse(progress.snapshot()._repr_html_())
+    table = parse_table(progress.snapshot()._repr_html_())
     header, *rows = table.rows
     columns = header[2:9]
     assert [h for h in columns] == [
@@ -208,7 +176,7 @@ def test_html_is_static_and_escapes_user_text() -> None:
     progress = Progress(display="log", stream=io.StringIO())
     _run_mixed(progress)
     html = snapshot_html(progress.snapshot())
-    table = _parse(html)
+    table = parse_table(html)
     assert not table.tags & {"script", "link", "style", "iframe", "img"}
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
@@ -243,7 +211,7 @@ def test_text_view_for_frontends_without_html() -> None:
 def test_many_tools_share_one_row_past_the_limit() -> None:
     tools = {f"pg_t{i}": ToolCounts(done=1, total=1) for i in range(40)}
     snap = ProgressSnapshot("r" * 32, "g", "running", 2.0, tools)
-    rows = _parse(snap._repr_html_()).rows
+    rows = parse_table(snap._repr_html_()).rows
     assert len(rows) == 1 + 25 + 1  # header, 24 tools and "… 16 more tools", total
     assert rows[-2][0] == "… 16 more tools"
     assert rows[-2][2] == "16"
@@ -344,7 +312,7 @@ def test_run_handle_shows_its_status_as_html() -> None:
     html = handle._repr_html_()
     assert handle.run_id[:8] in html
     assert "pg_mixed" in html
-    rows = {row[0]: row for row in _parse(html).rows[1:]}
+    rows = {row[0]: row for row in parse_table(html).rows[1:]}
     assert rows["pg_square"][2] == "3"
     assert rows["pg_boom"][5] == "1"
     assert re.search(r">failed</span>", html)

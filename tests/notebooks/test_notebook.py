@@ -27,7 +27,6 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from html_table import parse_table
 from polling import wait_until
 
 kernelspec = pytest.importorskip(
@@ -117,35 +117,9 @@ def _rich(nb: Any, tag: str, output_type: str) -> list[dict[str, str]]:
     return [dict(o.data) for o in _cell(nb, tag).outputs if o.output_type == output_type]
 
 
-class _Rows(HTMLParser):
-    """The text of each table row's cells: the progress table as lists of strings."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 def _table(html: str) -> dict[str, dict[str, str]]:
     """The progress table as {tool: {column: text}} (the total row is ``all tools``)."""
-    parser = _Rows()
-    parser.feed(html)
-    head, *rows = parser.rows
+    head, *rows = parse_table(html).rows
     return {row[0]: dict(zip(head, row, strict=True)) for row in rows}
 
 
