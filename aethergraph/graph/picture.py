@@ -384,10 +384,13 @@ def _edges_svg(
 
 
 def _node_lines(node: TaskNode) -> tuple[str, str]:
-    """The id, and the tool (when the id is not just it) with the duration when known."""
+    """The id, and the tool (when the id is not just it) with the duration when known — or
+    where its outputs came from when it did not run (``cached``, ``resumed``)."""
     sub = node.tool if node.tool != node.node_id else ""
-    if node.duration is not None:
-        sub = f"{sub} · {_seconds(node.duration)}" if sub else _seconds(node.duration)
+    reused = getattr(node, "reused", None)
+    when = reused if reused else _seconds(node.duration) if node.duration is not None else ""
+    if when:
+        sub = f"{sub} · {when}" if sub else when
     return _clip(node.node_id, _LABEL_MAX), _clip(sub, _LABEL_MAX + 10)
 
 
