@@ -342,5 +342,5 @@ class LocalCluster:
         self.close()
 
     def __repr__(self) -> str:
-        url = redact_url(self.url)
+        url = redact_url(self.url) if self.url else "(not started: its own Redis)"
         return f"<LocalCluster {url} workers={self.n_workers} namespace={self.namespace}>"
