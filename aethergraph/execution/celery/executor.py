@@ -120,6 +120,7 @@ class CeleryExecutor(Executor):
         self._revoker = Revoker(base, self._background)
         #: durable run records (``run_record.py``); None with AETHERGRAPH_RUN_TTL=0
         self._records = RunRecords(self.keys, base.run_ttl) if base.run_ttl > 0 else None
+        self.durable = self._records is not None  # runs can be resumed, attached, listed
         self._dispatcher = Dispatcher(
             settings=base,
             keys=self.keys,
@@ -237,11 +238,6 @@ class CeleryExecutor(Executor):
         )
 
     # -- runs --------------------------------------------------------------------------
-    @property
-    def durable(self) -> bool:  # type: ignore[override]
-        """Runs leave records that can be resumed, reattached and listed."""
-        return self._records is not None
-
     def run_started(
         self, run_id: str, describe: Callable[[], dict[str, Any]], *, resume: bool = False
     ) -> None:
