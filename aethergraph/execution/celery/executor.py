@@ -321,7 +321,7 @@ class CeleryExecutor(Executor):
             self._revoker.revoke(emptied.task_id)
         if pending is not None and self._records is not None and self._clients:
             # its record entry says "sent" still: a resumed run would adopt and wait for it
-            marked = self._records.cancelled(self._redis(), job.run_id, job.node_id)
+            marked = self._records.cancelled(self._redis(), job.run_id, job.node_id, job.attempt)
             self._background.spawn(marked, "run record")
 
     def _released(self, run_id: str) -> None:

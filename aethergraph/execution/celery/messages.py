@@ -130,8 +130,7 @@ class MessageMaker:
         meta.update(node_meta(job))
         if ident:
             meta["ident"] = ident
-            common = self._stamps.common(task_id, queue, job.tool)
-            self._stamps.sent(sent, job, task_id, ident, common)
+            self._stamps.sent(sent, task_id, queue, job.tool, [(job, task_id, ident)])
         timeout = job.timeout
         envelope = task_envelope(
             task_id=task_id,
@@ -165,7 +164,7 @@ class MessageMaker:
         message = Sent(pack_id, queue)
         nodes = []
         carried = []
-        common = self._stamps.common(pack_id, queue, entries[0][0].tool)
+        recorded: list[tuple[NodeJob, str, str]] = []
         for index, (job, on_done, kwargs, ident) in enumerate(entries):
             node_key = f"{pack_id}.{index}"
             node = node_meta(job)
@@ -173,11 +172,13 @@ class MessageMaker:
             node["args"] = kwargs
             if ident:
                 node["ident"] = ident
-                self._stamps.sent(sent, job, node_key, ident, common)
+                recorded.append((job, node_key, ident))
             nodes.append(node)
             carried.append((node_key, job, on_done))
         self._table.add(message, carried)
         tool = entries[0][0].tool
+        if recorded:
+            self._stamps.sent(sent, pack_id, queue, tool, recorded)
         task_name = self._stamps.task_name(tool)
         meta = {**self._stamps.message_meta(tool, task_name), "pack": nodes}
         envelope = task_envelope(

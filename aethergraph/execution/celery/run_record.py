@@ -5,11 +5,14 @@ last change:
 
 * ``run:<id>:info`` — the run's graph, client, origin, state (running → done / failed /
   cancelled), start and end times, node counts, error, and its encoded result (outputs);
-* ``run:<id>:nodes`` — one entry per node, its latest: ``sent`` (written by the client in the
-  pipeline that publishes the node's message: its outcome id, Celery task id, queue, the
-  client it answers to) until the worker that ran it overwrites it with the node's **outcome**
-  (the same JSON it pushes to the client, in the same round trip). So the record of a node is
-  complete even when its client died before the outcome arrived;
+* ``run:<id>:nodes`` — per **message**, a ``m:<task id>`` field written by the client in the
+  pipeline that publishes it: its queue, the client it answers to, and each of its nodes (node
+  id, outcome id, identity, attempt) — one field per message, not per node, so a pack of 64
+  costs one field; per **node**, a field named by its node id with its **outcome**, written by
+  the worker that ran it (the same JSON it pushes to the client, in the same round trip), or
+  ``skipped`` / ``cancelled``. A node's state is its latest attempt's: the node field when it
+  has one for that attempt, else the message that carries it (``sent``). So the record of a
+  node is complete even when its client died before the outcome arrived;
 * ``runs:index`` — run ids by start time.
 
 Every entry carries the node's **identity** (:func:`node_ident`): the tool's source digest, the
@@ -17,9 +20,9 @@ node id (tool name and call order) and a SHA-256 of its arguments as the codec e
 replayed body (``run(..., run_id=ID, resume=True)``) makes the same calls in the same order; a
 node whose identity matches its entry reuses that entry (``resume.py``), any other runs.
 
-Cost on the hot path: one hash of each node's encoded arguments on the client, one ``HSET`` per
-message (all nodes of a pack in one) in the publish pipeline, one ``HSET`` per outcome in the
-worker's push pipeline: no extra round trip anywhere.
+Cost on the hot path: one hash of each node's encoded arguments on the client, one ``HSET`` field
+per message in the publish pipeline, one ``HSET`` per outcome in the worker's push pipeline: no
+extra round trip anywhere.
 """
 
 from __future__ import annotations
@@ -41,25 +44,22 @@ INDEX_KEEP = 1000  # newest runs kept in the index (older ids are trimmed; their
 
 
 def node_ident(src: str, node_id: str, encoded_args: Any) -> str:
-    """A node's identity: its tool's source digest, its id and its encoded arguments."""
-    data = orjson.dumps(encoded_args, option=orjson.OPT_SORT_KEYS)
+    """A node's identity: its tool's source digest, its id and its encoded arguments (their
+    order is the call's, the same in a replay of the same code)."""
+    data = orjson.dumps(encoded_args)
     return hashlib.sha256(f"{src}\0{node_id}\0".encode() + data).hexdigest()[:32]
 
 
-def sent_common(*, task_id: str, queue: str, client: str, tool: str) -> bytes:
-    """The part of a ``sent`` entry its message's nodes share (made once per message)."""
-    return orjson.dumps({"task": task_id, "queue": queue, "client": client, "tool": tool})[1:]
+MESSAGE = "m:"  # the prefix of a message's field (node ids never hold a colon)
 
 
-def sent_entry(outcome_id: str, ident: str, attempt: int, common: bytes) -> bytes:
-    """A node's entry while its message is out: where to find and adopt it (hot: once per
-    node, so the message's shared part is spliced in, not serialized again)."""
-    return b'{"sent":"%s","ident":"%s","attempt":%d,%s' % (
-        outcome_id.encode(),
-        ident.encode(),
-        attempt,
-        common,
-    )
+def message_entry(
+    *, task_id: str, queue: str, client: str, tool: str, nodes: list[tuple[str, str, str, int]]
+) -> tuple[str, bytes]:
+    """A message's field: ``(node id, outcome id, identity, attempt)`` of each node it carries,
+    and where it is (its task id, queue, the client it answers to)."""
+    entry = {"task": task_id, "queue": queue, "client": client, "tool": tool, "nodes": nodes}
+    return MESSAGE + task_id, orjson.dumps(entry)
 
 
 class RunRecords:
@@ -69,7 +69,7 @@ class RunRecords:
         self.keys = keys
         self.ttl = max(1, int(ttl))
 
-    def queue_sent(self, pipe: Any, run_id: str, entries: dict[str, bytes]) -> None:
+    def queue_sent(self, pipe: Any, run_id: str, entries: dict[Any, Any]) -> None:
         key = self.keys.run_nodes(run_id)
         pipe.hset(key, mapping=entries)
         pipe.expire(key, self.ttl)
@@ -113,24 +113,46 @@ class RunRecords:
         pipe.expire(self.keys.run_nodes(run_id), self.ttl)
         await pipe.execute()
 
-    async def cancelled(self, client: aioredis.Redis, run_id: str, node_id: str) -> None:
+    async def cancelled(
+        self, client: aioredis.Redis, run_id: str, node_id: str, attempt: int
+    ) -> None:
         """The client cancelled a sent node: a resumed run runs it again (not adopt it)."""
-        await client.hset(self.keys.run_nodes(run_id), node_id, b'{"cancelled":true}')
+        entry = orjson.dumps({"cancelled": True, "attempt": attempt})
+        await client.hset(self.keys.run_nodes(run_id), node_id, entry)
 
     async def load_nodes(self, client: aioredis.Redis, run_id: str) -> dict[str, dict[str, Any]]:
         raw = await client.hgetall(self.keys.run_nodes(run_id))
-        return _parse_nodes(raw)
+        return node_entries(raw)
 
 
-def _parse_nodes(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+def node_entries(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    """Each node's latest entry: its own field for that attempt (an outcome, skipped or
+    cancelled), else the message that carries it (``sent``)."""
     nodes: dict[str, dict[str, Any]] = {}
+    messages: list[dict[str, Any]] = []
     for field, value in raw.items():
+        name = field.decode() if isinstance(field, bytes) else str(field)
         try:
             entry = orjson.loads(value)
         except orjson.JSONDecodeError:
             continue  # not ours
-        if isinstance(entry, dict):
-            nodes[field.decode() if isinstance(field, bytes) else str(field)] = entry
+        if not isinstance(entry, dict):
+            continue
+        if name.startswith(MESSAGE):
+            messages.append(entry)
+        else:
+            nodes[name] = entry
+    sent: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        shared = {k: message.get(k) for k in ("task", "queue", "client", "tool")}
+        for node_id, outcome_id, ident, attempt in message.get("nodes") or ():
+            known = sent.get(node_id)
+            if known is None or known["attempt"] < attempt:
+                sent[node_id] = {"sent": outcome_id, "ident": ident, "attempt": attempt, **shared}
+    for node_id, entry in sent.items():
+        own = nodes.get(node_id)
+        if own is None or int(own.get("attempt") or 0) < entry["attempt"]:
+            nodes[node_id] = entry
     return nodes
 
 
@@ -153,7 +175,7 @@ def read_run(client: redis.Redis, keys: Keys, run_id: str) -> dict[str, Any] | N
     info = {_text(k): _text(v) for k, v in client.hgetall(keys.run_info(run_id)).items()}
     if not info:
         return None
-    nodes = _parse_nodes(client.hgetall(keys.run_nodes(run_id)))
+    nodes = node_entries(client.hgetall(keys.run_nodes(run_id)))
     return {"run_id": run_id, "info": info, "nodes": nodes}
 
 
@@ -172,7 +194,7 @@ def list_runs(client: redis.Redis, keys: Keys, limit: int = 20) -> list[dict[str
     pipe = client.pipeline(transaction=False)
     for run_id in ids:
         pipe.hgetall(keys.run_info(run_id))
-        pipe.hvals(keys.run_nodes(run_id))
+        pipe.hgetall(keys.run_nodes(run_id))
     replies = pipe.execute() if ids else []
     runs = []
     for index, run_id in enumerate(ids):
@@ -180,11 +202,7 @@ def list_runs(client: redis.Redis, keys: Keys, limit: int = 20) -> list[dict[str
         if not info:
             continue  # expired
         counts: dict[str, int] = {}
-        for value in replies[2 * index + 1]:
-            try:
-                entry = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                continue
+        for entry in node_entries(replies[2 * index + 1]).values():
             state = entry_state(entry)
             counts[state] = counts.get(state, 0) + 1
         runs.append(

@@ -19,17 +19,12 @@ import time
 from typing import Any
 
 from aethergraph.execution.base import NodeJob
-from aethergraph.execution.celery.run_record import (
-    RunRecords,
-    node_ident,
-    sent_common,
-    sent_entry,
-)
+from aethergraph.execution.celery.run_record import RunRecords, message_entry, node_ident
 from aethergraph.execution.shipping import SHIPPED_TASK, CodeShipper
 from aethergraph.graph.tool_spec import ToolSpec
 from aethergraph.keys import Keys
 
-#: a batch's record entries: run id -> node id -> its ``sent`` entry
+#: a batch's record entries: run id -> field (a message's) -> its JSON
 SentEntries = dict[str, dict[str, bytes]]
 
 
@@ -82,18 +77,24 @@ class Stamps:
             return ""
         return node_ident(job.tool.source_digest, job.node_id, encoded_args)
 
-    def common(self, task_id: str, queue: str, tool: ToolSpec) -> bytes:
-        """What the ``sent`` entries of one message's nodes share."""
-        return sent_common(task_id=task_id, queue=queue, client=self._client_id, tool=tool.name)
-
-    @staticmethod
     def sent(
-        entries: SentEntries, job: NodeJob, outcome_id: str, ident: str, common: bytes
+        self,
+        entries: SentEntries,
+        task_id: str,
+        queue: str,
+        tool: ToolSpec,
+        nodes: list[tuple[NodeJob, str, str]],
     ) -> None:
-        """Add the node's ``sent`` entry (where its message is) to the batch's entries."""
-        entries.setdefault(job.run_id, {})[job.node_id] = sent_entry(
-            outcome_id, ident, job.attempt, common
-        )
+        """Add a message's record entry — ``(job, outcome id, identity)`` of each node it
+        carries — to the batch's entries, one field per run it carries nodes of."""
+        by_run: dict[str, list[tuple[str, str, str, int]]] = {}
+        for job, outcome_id, ident in nodes:
+            by_run.setdefault(job.run_id, []).append((job.node_id, outcome_id, ident, job.attempt))
+        for run_id, carried in by_run.items():
+            field, entry = message_entry(
+                task_id=task_id, queue=queue, client=self._client_id, tool=tool.name, nodes=carried
+            )
+            entries.setdefault(run_id, {})[field] = entry
 
     def queue_before_messages(
         self, pipe: Any, tools: list[ToolSpec], entries: SentEntries

@@ -159,7 +159,7 @@ class OutcomePusher:
         entries: dict[str, dict[Any, Any]] = {}
         for node in nodes:
             if ttl and node.get("ident") and node.get("run_id") and node.get("node_id"):
-                entry = json.dumps({"skipped": True, "ident": node["ident"]})
+                entry = json.dumps({"skipped": True, "attempt": node.get("attempt") or 1})
                 entries.setdefault(str(node["run_id"]), {})[str(node["node_id"])] = entry
         if not entries:
             return
