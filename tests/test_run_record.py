@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from aethergraph.execution.celery.run_record import node_entries, entry_state, message_entry
+from aethergraph.execution.celery.run_record import entry_state, message_entry, node_entries
 
 
 def _message(task_id: str, *nodes: tuple[str, str, str, int]) -> tuple[str, bytes]:
