@@ -20,8 +20,8 @@ def test_a_node_is_as_its_latest_attempt_says() -> None:
             _message("m3", ("t_2", "m3", "i2", 1)),
         ]
     )
-    raw[b"t_0"] = orjson.dumps({"ok": True, "attempt": 1, "ident": "i0", "outputs": {}})
-    raw[b"t_1"] = orjson.dumps({"ok": False, "attempt": 1, "ident": "i1"})  # the first try
+    raw[b"t_0"] = orjson.dumps({"ok": True, "attempt": 1, "outputs": {}})
+    raw[b"t_1"] = orjson.dumps({"ok": False, "attempt": 1})  # the first try
     raw[b"t_2"] = orjson.dumps({"skipped": True, "attempt": 1})
     raw[b"junk"] = b"not json"
     nodes = node_entries(raw)
@@ -30,6 +30,7 @@ def test_a_node_is_as_its_latest_attempt_says() -> None:
         "t_1": "sent",  # its retry is out: the failed first attempt is history
         "t_2": "skipped",
     }
+    assert nodes["t_0"]["ident"] == "i0"  # an outcome has its message's identity
     assert nodes["t_1"] == {
         "sent": "m2",
         "ident": "i1",

@@ -172,7 +172,5 @@ def outcome_message(
             "started_at": started_at,
             "finished_at": finished_at,
             "worker": worker or origin(),
-            # a durable run's node identity: the outcome is also its record entry
-            "ident": meta.get("ident"),
         }
     )

@@ -128,8 +128,7 @@ class MessageMaker:
         task_name = self._stamps.task_name(job.tool)
         kwargs[META] = meta = self._stamps.message_meta(job.tool, task_name)
         meta.update(node_meta(job))
-        if ident:
-            meta["ident"] = ident
+        if ident:  # in the run's record, beside the message (not in it)
             self._stamps.sent(sent, task_id, queue, job.tool, [(job, task_id, ident)])
         timeout = job.timeout
         envelope = task_envelope(
@@ -171,7 +170,6 @@ class MessageMaker:
             node["id"] = node_key
             node["args"] = kwargs
             if ident:
-                node["ident"] = ident
                 recorded.append((job, node_key, ident))
             nodes.append(node)
             carried.append((node_key, job, on_done))

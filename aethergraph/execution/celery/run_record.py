@@ -15,8 +15,9 @@ last change:
   node is complete even when its client died before the outcome arrived;
 * ``runs:index`` — run ids by start time.
 
-Every entry carries the node's **identity** (:func:`node_ident`): the tool's source digest, the
-node id (tool name and call order) and a SHA-256 of its arguments as the codec encodes them. A
+A message's field carries each node's **identity** (:func:`node_ident`): the tool's source
+digest, the node id (tool name and call order) and a SHA-256 of its arguments as the codec
+encodes them; a node's outcome has the identity of the message (attempt) it answers. A
 replayed body (``run(..., run_id=ID, resume=True)``) makes the same calls in the same order; a
 node whose identity matches its entry reuses that entry (``resume.py``), any other runs.
 
@@ -47,7 +48,7 @@ def node_ident(src: str, node_id: str, encoded_args: Any) -> str:
     """A node's identity: its tool's source digest, its id and its encoded arguments (their
     order is the call's, the same in a replay of the same code)."""
     data = orjson.dumps(encoded_args)
-    return hashlib.sha256(f"{src}\0{node_id}\0".encode() + data).hexdigest()[:32]
+    return hashlib.sha256(f"{src}\0{node_id}\0".encode() + data).hexdigest()[:24]
 
 
 MESSAGE = "m:"  # the prefix of a message's field (node ids never hold a colon)
@@ -143,12 +144,16 @@ def node_entries(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         else:
             nodes[name] = entry
     sent: dict[str, dict[str, Any]] = {}
+    idents: dict[tuple[str, int], str] = {}
     for message in messages:
         shared = {k: message.get(k) for k in ("task", "queue", "client", "tool")}
         for node_id, outcome_id, ident, attempt in message.get("nodes") or ():
+            idents[node_id, attempt] = ident
             known = sent.get(node_id)
             if known is None or known["attempt"] < attempt:
                 sent[node_id] = {"sent": outcome_id, "ident": ident, "attempt": attempt, **shared}
+    for node_id, entry in nodes.items():  # an outcome's identity is its message's, that attempt
+        entry["ident"] = idents.get((node_id, int(entry.get("attempt") or 0)))
     for node_id, entry in sent.items():
         own = nodes.get(node_id)
         if own is None or int(own.get("attempt") or 0) < entry["attempt"]:

@@ -147,7 +147,7 @@ class OutcomePusher:
         if record:
             for finished, message in zip(done, messages, strict=True):
                 meta = finished.meta
-                if meta.get("ident") and meta.get("run_id") and meta.get("node_id"):
+                if meta.get("run_id") and meta.get("node_id"):
                     run = entries.setdefault(str(meta["run_id"]), {})
                     run[str(meta["node_id"])] = message
         self._append(client, messages, records=(entries, record))
@@ -158,7 +158,7 @@ class OutcomePusher:
         ttl = int(meta.get("rec") or 0)
         entries: dict[str, dict[Any, Any]] = {}
         for node in nodes:
-            if ttl and node.get("ident") and node.get("run_id") and node.get("node_id"):
+            if ttl and node.get("run_id") and node.get("node_id"):
                 entry = json.dumps({"skipped": True, "attempt": node.get("attempt") or 1})
                 entries.setdefault(str(node["run_id"]), {})[str(node["node_id"])] = entry
         if not entries:
