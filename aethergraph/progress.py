@@ -54,8 +54,10 @@ _DISPLAYS = ("auto", "notebook", "terminal", "log")
 QUEUED, RUNNING, DONE, FAILED, SKIPPED, RETRIES, TOTAL = range(7)
 # by node event type; a retrying node is back in the queue, as its status (pending) says
 _PHASE = {"added": QUEUED, "retrying": QUEUED, "started": RUNNING, "done": DONE, "failed": FAILED}
-_PHASE |= {"skipped": SKIPPED, "cancelled": SKIPPED}
-_STATUS_PHASE = {**_PHASE, "pending": QUEUED, "running": RUNNING}  # by node status
+_PHASE |= {"skipped": SKIPPED, "cancelled": SKIPPED, "running": RUNNING}
+# where the executor reports running nodes (Celery), a started node is sent, still queued
+_PHASE_SENT = {**_PHASE, "started": QUEUED}
+_STATUS_PHASE = {**_PHASE, "pending": QUEUED, "queued": QUEUED}  # by TaskNode.phase
 # the picture's palette (aethergraph.graph.export), so table and picture agree
 _COLOR = {name: STATUS_COLORS[name][1] for name in ("done", "running", "failed", "skipped")}
 _COLOR["queued"] = STATUS_COLORS["pending"][0]
@@ -77,8 +79,9 @@ def check_progress_option(value: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ToolCounts:
-    """One tool's nodes by phase. ``queued`` includes nodes waiting to retry; ``skipped`` counts
-    skipped and cancelled nodes; ``retries`` is how many retries were scheduled so far."""
+    """One tool's nodes by phase. ``queued`` includes nodes waiting to retry, and nodes sent to
+    workers that have not begun them (``Executor.reports_running``); ``skipped`` counts skipped
+    and cancelled nodes; ``retries`` is how many retries were scheduled so far."""
 
     queued: int = 0
     running: int = 0
@@ -308,7 +311,7 @@ def graph_snapshot(
         tally = tallies.get(node.tool)
         if tally is None:
             tally = tallies[node.tool] = [0] * 7
-        tally[_STATUS_PHASE[node.status.value]] += 1
+        tally[_STATUS_PHASE[node.phase]] += 1
         tally[RETRIES] += max(0, node.attempts - 1)
         tally[TOTAL] += 1
     drawing = _draw_picture(graph) if picture else None
@@ -450,7 +453,8 @@ class Progress:
     on the ``run_finished`` event). ``display``: ``"auto"`` (notebook, else terminal, else log
     lines), or one of ``"notebook"``, ``"terminal"``, ``"log"``. ``graph``: the run's graph,
     drawn under the notebook table when ``picture`` is true. ``stream``: where terminal and log
-    output go (stderr when ``None``).
+    output go (stderr when ``None``). ``reports_running``: the run's executor reports when a
+    node begins (``Executor.reports_running``): a started node counts as queued until then.
     """
 
     def __init__(
@@ -460,6 +464,7 @@ class Progress:
         graph: TaskGraph | None = None,
         picture: bool = False,
         stream: TextIO | None = None,
+        reports_running: bool = False,
     ) -> None:
         if display not in _DISPLAYS:
             raise ConfigurationError(f"display must be one of {list(_DISPLAYS)}, got {display!r}")
@@ -475,6 +480,7 @@ class Progress:
         self.state = "starting"
         self.error: str | None = None
         self._tools: dict[str, list[int]] = {}
+        self._phase_of = _PHASE_SENT if reports_running else _PHASE
         self._phases: dict[str, int] = {}  # unfinished nodes' phases
         self._started = time.monotonic()
         self._ended: float | None = None
@@ -487,18 +493,20 @@ class Progress:
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def for_option(cls, option: ProgressOption, graph: TaskGraph) -> Progress | None:
+    def for_option(
+        cls, option: ProgressOption, graph: TaskGraph, *, reports_running: bool = False
+    ) -> Progress | None:
         """The progress display ``progress=option`` asks for, or ``None`` for none."""
         check_progress_option(option)
         if option is None or option is False:
             return None
-        return cls(graph=graph, picture=option == "graph")
+        return cls(graph=graph, picture=option == "graph", reports_running=reports_running)
 
     def __call__(self, event: Any) -> None:
         """Count one event: no I/O here (the timer draws), except at the run's end. Events are
         told apart by ``type`` (node events by their kind), not class: one dict lookup."""
         kind = event.type
-        phase = _PHASE.get(kind)
+        phase = self._phase_of.get(kind)
         if phase is not None:
             tally = self._tools.get(event.tool)
             if tally is None:

@@ -106,7 +106,7 @@ def hand_graph() -> TaskGraph:
             finished_at=12.5,
         )
     )
-    g.add_node(TaskNode("a", "pic_sim", deps=("load",), status=NodeStatus.RUNNING))
+    g.add_node(TaskNode("a", "pic_sim", deps=("load",), status=NodeStatus.RUNNING, started_at=11.0))
     error = {"exc_type": "KeyError", "message": "no key 'k'"}
     g.add_node(
         TaskNode("b", "pic_sim", deps=("load",), status=NodeStatus.FAILED, attempts=2, error=error)
@@ -125,7 +125,10 @@ def fan_out(n: int, *, running: int = 0, pending: int = 0) -> TaskGraph:
         status = NodeStatus.DONE
         if i >= n - running - pending:
             status = NodeStatus.RUNNING if i < n - pending else NodeStatus.PENDING
-        g.add_node(TaskNode(f"sim_{i}", "pic_simulate", deps=("load",), status=status))
+        began = 1.0 if status is NodeStatus.RUNNING else None  # running on a worker, not sent
+        g.add_node(
+            TaskNode(f"sim_{i}", "pic_simulate", deps=("load",), status=status, started_at=began)
+        )
     g.add_node(TaskNode("reduce", "pic_reduce", deps=tuple(f"sim_{i}" for i in range(n))))
     return g
 
@@ -139,7 +142,8 @@ def test_small_graph_draws_one_box_per_node_coloured_by_status() -> None:
     nodes = by_id(root)
     assert sorted(nodes) == sorted(g.nodes)
     for node_id, group in nodes.items():
-        status = g[node_id].status.value
+        status = g[node_id].phase
+        assert status == g[node_id].status.value  # none of them is sent and waiting
         fill, stroke = STATUS_COLORS[status]
         assert f"ag-{status}" in group.get("class", "")
         assert (box(group).get("fill"), box(group).get("stroke")) == (fill, stroke)

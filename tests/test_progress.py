@@ -146,6 +146,28 @@ def test_counts_need_no_particular_event_order() -> None:
     assert out.getvalue().count("\n") == 1
 
 
+def test_a_started_node_is_queued_until_its_executor_reports_it_running() -> None:
+    """With an executor that reports running (Celery), ``started`` means sent: the node counts
+    as queued until its ``running`` event; without one, a started node is running."""
+
+    class Event:
+        def __init__(self, type: str, node_id: str) -> None:
+            self.type, self.node_id, self.tool = type, node_id, "pg_t"
+
+    def feed(progress: Progress, events: list[tuple[str, str]]) -> ToolCounts:
+        for kind, node in events:
+            progress(Event(kind, node))
+        return progress.counts()["pg_t"]
+
+    sent = [("added", "a"), ("added", "b"), ("started", "a"), ("started", "b")]
+    reporting = Progress(display="log", stream=io.StringIO(), reports_running=True)
+    assert feed(reporting, sent) == ToolCounts(queued=2, total=2)
+    assert feed(reporting, [("running", "a")]) == ToolCounts(queued=1, running=1, total=2)
+    assert feed(reporting, [("done", "a"), ("done", "b")]) == ToolCounts(done=2, total=2)
+    plain = Progress(display="log", stream=io.StringIO())
+    assert feed(plain, sent) == ToolCounts(running=2, total=2)
+
+
 # -- the notebook view (its HTML and text, built directly: no kernel here) -------------------------
 
 

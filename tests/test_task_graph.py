@@ -630,7 +630,7 @@ def test_to_mermaid_of_traced_graph() -> None:
     for node_id in g.nodes:
         assert sum(node_id in ln for ln in node_lines) == 1
     assert all(ln.endswith(":::done") for ln in node_lines)
-    assert {ln.split()[1] for ln in class_lines} == {s.value for s in NodeStatus}
+    assert {ln.split()[1] for ln in class_lines} == {s.value for s in NodeStatus} | {"queued"}
 
 
 def test_to_mermaid_status_classes_and_escaping() -> None:

@@ -42,7 +42,17 @@ if TYPE_CHECKING:
 class NodeJob:
     """One attempt at running one node."""
 
-    __slots__ = ("args", "attempt", "graph_id", "key", "node_id", "run_id", "timeout", "tool")
+    __slots__ = (
+        "args",
+        "attempt",
+        "graph_id",
+        "key",
+        "node_id",
+        "on_running",
+        "run_id",
+        "timeout",
+        "tool",
+    )
 
     def __init__(
         self,
@@ -63,6 +73,9 @@ class NodeJob:
         self.timeout = timeout
         #: unique per attempt (``run:node:attempt``): what executors index their own state by
         self.key = f"{run_id}:{node_id}:{attempt}"
+        #: set by the scheduler when its executor ``reports_running``: the executor calls it,
+        #: on the runtime loop, with the wall-clock time the tool began on a worker
+        self.on_running: RunningCallback | None = None
 
     def __repr__(self) -> str:
         return f"<NodeJob {self.key} tool={self.tool.name}>"
@@ -163,6 +176,7 @@ class NodeOutcome:
 
 #: How an executor reports an outcome: it only enqueues (see the module docstring).
 DoneCallback = Callable[[NodeJob, NodeOutcome], None]
+RunningCallback = Callable[[NodeJob, float], None]
 
 
 class Executor(ABC):
@@ -183,6 +197,10 @@ class Executor(ABC):
 
     #: keeps durable run records (resume, reattach, ``aethergraph runs``)
     durable = False
+
+    #: submitted nodes may wait before they run (in a broker queue, a worker's prefetch), and
+    #: the executor calls ``job.on_running`` when one begins; False: a submitted node runs
+    reports_running = False
 
     def run_started(
         self, run_id: str, describe: Callable[[], dict[str, Any]], *, resume: bool = False

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 STATUS_COLORS = {
     "pending": ("#eceff1", "#90a4ae"),
     "running": ("#fff59d", "#f9a825"),
+    "queued": ("#fffde7", "#fbc02d"),  # sent, not yet begun on a worker (TaskNode.phase)
     "done": ("#c8e6c9", "#2e7d32"),
     "failed": ("#ffcdd2", "#c62828"),
     "skipped": ("#e0e0e0", "#757575"),
@@ -29,7 +30,7 @@ def to_mermaid(graph: TaskGraph) -> str:
         label = _mermaid_text(node.node_id)
         if node.tool != node.node_id:
             label += f"<br/><small>{_mermaid_text(node.tool)}</small>"
-        lines.append(f'    {ids[node.node_id]}["{label}"]:::{node.status.value}')
+        lines.append(f'    {ids[node.node_id]}["{label}"]:::{node.phase}')
     for src, dst in graph.edges:
         lines.append(f"    {ids[src]} --> {ids[dst]}")
     for status, (fill, stroke) in STATUS_COLORS.items():
@@ -48,11 +49,11 @@ def to_dot(graph: TaskGraph) -> str:
         '    node [shape=box, style="rounded,filled", fontname="Helvetica"];',
     ]
     for node in graph:
-        fill, stroke = STATUS_COLORS[node.status.value]
+        fill, stroke = STATUS_COLORS[node.phase]
         label = node.node_id if node.tool == node.node_id else f"{node.node_id}\n{node.tool}"
         lines.append(
             f"    {_dot_quote(node.node_id)} [label={_dot_quote(label)}, "
-            f'fillcolor="{fill}", color="{stroke}", tooltip={_dot_quote(node.status.value)}];'
+            f'fillcolor="{fill}", color="{stroke}", tooltip={_dot_quote(node.phase)}];'
         )
     for src, dst in graph.edges:
         lines.append(f"    {_dot_quote(src)} -> {_dot_quote(dst)};")

@@ -35,10 +35,11 @@ from aethergraph.graph.export import STATUS_COLORS
 if TYPE_CHECKING:
     from aethergraph.graph.task_graph import TaskGraph, TaskNode
 
-#: the order statuses are counted, stacked and listed in
-STATUS_ORDER = ("done", "running", "failed", "pending", "skipped", "cancelled")
+#: the order statuses are counted, stacked and listed in (``queued``: sent, not yet begun on a
+#: worker — :attr:`TaskNode.phase`)
+STATUS_ORDER = ("done", "running", "queued", "failed", "pending", "skipped", "cancelled")
 #: a tool's summary box is outlined in the colour of the first of these its nodes have
-_SEVERITY = ("failed", "running", "pending", "cancelled", "skipped", "done")
+_SEVERITY = ("failed", "running", "queued", "pending", "cancelled", "skipped", "done")
 
 # Fonts every system has some version of: nothing is fetched. Monospace keeps the widths of ids
 # predictable (about 0.6 em a character), and those widths size the boxes.
@@ -116,7 +117,7 @@ def _reused(node: TaskNode) -> str | None:
 def _counts(nodes: Iterable[TaskNode]) -> tuple[dict[str, int], dict[str, int]]:
     """Nodes by status (in :data:`STATUS_ORDER`) and reused nodes by kind."""
     nodes = list(nodes)
-    counts = dict.fromkeys(STATUS_ORDER, 0) | Counter(node.status.value for node in nodes)
+    counts = dict.fromkeys(STATUS_ORDER, 0) | Counter(node.phase for node in nodes)
     return counts, dict(Counter(kind for kind in map(_reused, nodes) if kind))
 
 
@@ -402,7 +403,7 @@ def _node_size(node: TaskNode, dense: bool) -> tuple[float, float]:
 
 
 def _node_tooltip(node: TaskNode) -> str:
-    lines = [node.node_id, f"tool: {node.tool}", f"status: {node.status.value}"]
+    lines = [node.node_id, f"tool: {node.tool}", f"status: {node.phase}"]
     kind = _reused(node)
     lines += [f"reused: {kind}"] if kind else []
     lines.append(f"attempts: {node.attempts}")
@@ -414,7 +415,7 @@ def _node_tooltip(node: TaskNode) -> str:
 
 
 def _node_svg(node: TaskNode, box: _Box) -> str:
-    status = node.status.value
+    status = node.phase
     fill, stroke = _colors(status)
     label, sub = map(_esc, _node_lines(node))
     x, y, mono = box.x, box.y, f' font-family="{_MONO}"'

@@ -107,6 +107,14 @@ class TaskNode:
         return self.finished_at - self.started_at
 
     @property
+    def phase(self) -> str:
+        """The status as monitors show it: ``"queued"`` for a running node whose executor has
+        not yet reported it begun (sent to a worker, waiting in a queue or a worker's
+        prefetch; ``started_at`` is None), else the status's value."""
+        status = self.status.value
+        return "queued" if status == "running" and self.started_at is None else status
+
+    @property
     def queue_wait(self) -> float | None:
         """Seconds the last attempt waited between dispatch and its start, when known."""
         if self.queued_at is None or self.started_at is None:
@@ -213,6 +221,19 @@ class TaskGraph:
         counts = dict.fromkeys(_STATUS_VALUES, 0)
         for status, n in Counter([node.status for node in list(self.nodes.values())]).items():
             counts[status.value] += n
+        return counts
+
+    def phase_counts(self) -> dict[str, int]:
+        """Nodes by :attr:`TaskNode.phase`: :meth:`status_counts` with the running nodes that
+        have not begun on a worker counted as ``"queued"``."""
+        counts = self.status_counts()
+        queued = sum(
+            1
+            for node in list(self.nodes.values())
+            if node.status is NodeStatus.RUNNING and node.started_at is None
+        )
+        counts["running"] -= queued
+        counts["queued"] = queued
         return counts
 
     def topological_order(self) -> list[str]:

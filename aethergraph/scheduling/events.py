@@ -19,7 +19,11 @@ from aethergraph.graph.task_graph import NodeStatus
 
 log = logging.getLogger("aethergraph")
 
-NodeEventType = Literal["added", "started", "retrying", "done", "failed", "skipped", "cancelled"]
+#: ``started``: the node was handed to its executor; ``running``: a worker began its tool, told
+#: by executors where a started node may wait first (Celery: a queue, a worker's prefetch)
+NodeEventType = Literal[
+    "added", "started", "running", "retrying", "done", "failed", "skipped", "cancelled"
+]
 RunEventType = Literal["run_started", "run_finished"]
 
 

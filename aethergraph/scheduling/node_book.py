@@ -12,11 +12,12 @@ import itertools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from aethergraph.errors import RunCancelledError, RuntimeUsageError, ToolError
-from aethergraph.execution.base import Executor
+from aethergraph.execution.base import Executor, NodeJob, RunningCallback
 from aethergraph.graph.refs import ATOMIC_TYPES, RefBase, RefSpec, substitute
 from aethergraph.graph.task_graph import NodeStatus, TaskGraph, TaskNode
 from aethergraph.graph.tool_spec import ToolSpec
@@ -31,6 +32,19 @@ log = logging.getLogger("aethergraph")
 
 def _as_spec(ref: RefBase) -> RefSpec:
     return RefSpec(ref._ref_node, ref._ref_path)
+
+
+def _running_hook(book: NodeBook) -> RunningCallback:
+    """``job.on_running`` for ``book``'s jobs. It holds the book weakly: a job left in an
+    executor's table (a cancelled attempt, say) must not keep a finished run alive."""
+    ref = weakref.ref(book)
+
+    def on_running(job: NodeJob, at: float) -> None:
+        alive = ref()
+        if alive is not None:
+            alive._on_running(job, at)
+
+    return on_running
 
 
 class NodeBook(Waitable):
@@ -49,6 +63,9 @@ class NodeBook(Waitable):
         self._counters: dict[str, Iterator[int]] = {}
         self._running = 0  # nodes handed to the executor and not yet settled
         self._finished_count = 0
+        #: for executors where a submitted node may wait before it runs: a node is *sent*
+        #: (status running, ``started_at`` None) until the executor reports it running
+        self._running_hook = _running_hook(self) if executor.reports_running else None
 
     def node(self, node_id: str) -> NodeState:
         return self._nodes[node_id]
@@ -94,6 +111,17 @@ class NodeBook(Waitable):
         self.graph.nodes[node_id] = node
         self._nodes[node_id] = state
         return state
+
+    def _on_running(self, job: NodeJob, at: float) -> None:
+        """The executor reports that ``job``'s tool began at ``at`` (on the runtime loop)."""
+        state = self._nodes.get(job.node_id)
+        if state is None or state.job is not job or state.is_finished:
+            return  # a notice for an attempt that is over
+        node = state.node
+        if node.started_at is None:
+            node.started_at = at
+            if self._emit.listeners or GLOBAL_BUS.listeners:
+                self._emit.node("running", node)
 
     def _cancel_error(self) -> RunCancelledError:
         return RunCancelledError(self.run_id, self.cancel_reason or "cancelled")

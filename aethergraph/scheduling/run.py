@@ -156,7 +156,9 @@ class Run:
             limit = get_settings().max_concurrency
         if options.run_id:
             graph.run_id = options.run_id
-        progress = Progress.for_option(options.progress, graph)
+        progress = Progress.for_option(
+            options.progress, graph, reports_running=executor.reports_running
+        )
         on_event = options.on_event
         if progress is not None:
             on_event = progress if on_event is None else _both(on_event, progress)
@@ -171,7 +173,7 @@ class Run:
         graph_name = graph.graph_id
         executor.run_started(
             scheduler.run_id,
-            lambda: {"graph": graph_name, "counts": graph.status_counts()},
+            lambda: {"graph": graph_name, "counts": graph.phase_counts()},
             resume=options.resume,
         )
         return cls(scheduler, gc_pacing.run_started(), progress)

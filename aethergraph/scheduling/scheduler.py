@@ -238,7 +238,8 @@ class RunScheduler(NodeBook):
                 return None
         node.status = _RUNNING
         node.attempts += 1
-        node.queued_at = node.started_at = time.time()
+        node.queued_at = now = time.time()
+        node.started_at = None if self._running_hook else now  # sent, or running (node_book)
         job = NodeJob(
             self.run_id,
             self.graph_id,
@@ -248,6 +249,7 @@ class RunScheduler(NodeBook):
             node.attempts,
             state.tool.policy.timeout,
         )
+        job.on_running = self._running_hook
         state.job = job
         if self._emit.listeners or GLOBAL_BUS.listeners:
             self._emit.node("started", node)

@@ -195,3 +195,10 @@ async def d_interval(seconds: float = 0.2) -> dict[str, Any]:
     start = time.time()
     await asyncio.sleep(seconds)
     return {"start": start, "end": time.time()}
+
+
+@tool(outputs=["y"])
+def d_sleep(i: int, seconds: float) -> dict[str, Any]:
+    """A sync tool that takes ``seconds`` (long enough for a started notice)."""
+    time.sleep(seconds)
+    return {"y": i}

@@ -65,6 +65,7 @@ class CeleryExecutor(Executor):
     """Runs nodes on ``aethergraph worker`` pools through Celery over Redis."""
 
     name = "celery"
+    reports_running = True  # workers send started notices (worker/started.py)
 
     def __init__(
         self,

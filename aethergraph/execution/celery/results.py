@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -138,8 +139,8 @@ class ResultListener:
             log.warning("dropping malformed result message %r", raw[:200])
             return
         task_id = str(message.get("task_id", ""))
-        if message.get("started"):  # a tool with a timeout began: arm the backstop now
-            self._arm_backstop(task_id)
+        if message.get("started"):  # a worker began the tool (worker/started.py)
+            self._started(task_id, _epoch(message.get("at")))
             return
         back = message.get("handback")
         if back is not None:
@@ -178,12 +179,18 @@ class ResultListener:
         killed = worker if back.get("killed") else None
         self._recovery.bring_back(pending.message, why=why, killed_by=killed)
 
-    def _arm_backstop(self, task_id: str) -> None:
+    def _started(self, task_id: str, at: float | None) -> None:
+        """The node is running: tell its scheduler, and arm a timed tool's backstop now."""
         started: Pending | None = self._table.pending.get(task_id)
-        if started is not None and started.job.timeout and started.timer is None:
+        if started is None:
+            return  # settled already (a notice may trail its outcome)
+        job = started.job
+        if job.timeout and started.timer is None:
             started.timer = asyncio.get_running_loop().call_later(
-                started.job.timeout + TIMEOUT_GRACE, self._time_out, task_id
+                job.timeout + TIMEOUT_GRACE, self._time_out, task_id
             )
+        if job.on_running is not None:
+            job.on_running(job, at or time.time())
 
     def _time_out(self, task_id: str) -> None:
         pending, message = self._table.pop(task_id)

@@ -219,7 +219,12 @@ class OutcomePusher:
             return
         self._append(client, messages, release or "")
 
-    def push_started(self, client: str, task_id: str) -> None:
-        """Tell the client a tool with a timeout began (its backstop clock starts now)."""
-        started = json.dumps({"task_id": task_id, "started": True})
-        self.redis().rpush(self.keys.client_results(client), started)
+    def push_started(self, client: str, task_id: str, at: float | None = None) -> None:
+        """Tell the client a node's tool began at ``at`` (now by default): the node is running,
+        and a tool with a timeout has its backstop clock start now (``started.py``)."""
+        started = json.dumps({"task_id": task_id, "started": True, "at": at or time.time()})
+        key = self.keys.client_results(client)
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.rpush(key, started)
+        pipe.expire(key, int(self.settings.result_ttl))  # never a list without a TTL
+        pipe.execute()

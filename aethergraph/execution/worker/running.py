@@ -34,6 +34,7 @@ from aethergraph.errors import NodeTimeoutError
 from aethergraph.execution.base import NodeJob, NodeOutcome, failure_from
 from aethergraph.execution.invoke import invoke_async, invoke_sync
 from aethergraph.execution.worker.outcomes import Finished, failed_now, failure_for
+from aethergraph.execution.worker.started import StartedNotices
 from aethergraph.graph.tool_spec import ToolSpec
 
 PACK_FLUSH = 0.02  # seconds between outcome pushes while a pack runs
@@ -42,6 +43,8 @@ _CANCEL_WAIT = 10.0  # seconds to let cancelled coroutines finish their ``finall
 #: pushes a batch of finished attempts to the client (one round trip)
 Push = Callable[[Sequence[Finished]], None]
 _Batch = list[tuple[int, NodeOutcome]]
+#: ``track(index, running)``: the job at ``index`` begins (True) or ends (False) its tool
+_Track = Callable[[int, bool], None]
 
 
 def make_job(spec: ToolSpec, meta: dict[str, Any], args: dict[str, Any]) -> NodeJob:
@@ -103,14 +106,23 @@ class _Handoff:
         self.batches.put(None)
 
 
-async def _run_async_jobs(jobs: Sequence[NodeJob], limit: int, handoff: _Handoff) -> None:
+async def _run_async_jobs(
+    jobs: Sequence[NodeJob], limit: int, handoff: _Handoff, track: _Track | None = None
+) -> None:
     """Run async jobs, at most ``limit`` at once, in order; each outcome goes to ``handoff``."""
     pending: Iterator[tuple[int, NodeJob]] = iter(enumerate(jobs))
 
     async def lane() -> None:
         for index, job in pending:  # lanes share the iterator: each job runs once
             started = time.time()
-            handoff.add(index, _stamped(await invoke_async(job), started))
+            if track is not None:
+                track(index, True)
+            try:
+                outcome = await invoke_async(job)
+            finally:
+                if track is not None:
+                    track(index, False)
+            handoff.add(index, _stamped(outcome, started))
 
     try:
         await asyncio.gather(*(lane() for _ in range(max(1, min(limit, len(jobs))))))
@@ -122,23 +134,57 @@ class NodeRunner:
     """Runs the nodes of one message in the calling (Celery worker) thread."""
 
     def __init__(
-        self, decode: Callable[[dict[str, Any], ToolSpec], dict[str, Any]], async_concurrency: int
+        self,
+        decode: Callable[[dict[str, Any], ToolSpec], dict[str, Any]],
+        async_concurrency: int,
+        notices: StartedNotices | None = None,
     ):
         self._decode = decode
         #: async nodes of one message that may run at once (1: one after another)
         self.async_concurrency = max(1, async_concurrency)
+        #: tells clients which nodes are running (``started.py``); None: nobody is told
+        self.notices = notices
 
-    def run_one(self, spec: ToolSpec, meta: dict[str, Any], args: dict[str, Any]) -> NodeOutcome:
-        """Run one node (its own message); a soft-limit signal becomes a timeout failure."""
+    def _tracker(self, client: str, ids: Sequence[str]) -> _Track | None:
+        """``track(index, running)`` for the nodes ``ids`` of ``client``'s message, or None."""
+        notices = self.notices
+        if notices is None or not client:
+            return None
+
+        def track(index: int, running: bool) -> None:
+            if running:
+                notices.begin(client, ids[index])
+            else:
+                notices.end(ids[index])
+
+        return track
+
+    def run_one(
+        self,
+        spec: ToolSpec,
+        meta: dict[str, Any],
+        args: dict[str, Any],
+        outcome_id: str = "",
+    ) -> NodeOutcome:
+        """Run one node (its own message); a soft-limit signal becomes a timeout failure.
+        ``outcome_id``: its task id, for the started notice (a tool with a timeout had its
+        notice already)."""
         job = make_job(spec, meta, args)
+        track = None if job.timeout else self._tracker(str(meta.get("client", "")), [outcome_id])
         started = time.time()
         try:
             if spec.is_async:
                 outcomes: list[NodeOutcome] = []
-                self._run_async([job], lambda done: outcomes.extend(o for _, o in done))
+                self._run_async([job], lambda done: outcomes.extend(o for _, o in done), track)
                 outcome = outcomes[0]
             else:
-                outcome = _run_sync(job)
+                if track is not None:
+                    track(0, True)
+                try:
+                    outcome = _run_sync(job)
+                finally:
+                    if track is not None:
+                        track(0, False)
         except SoftTimeLimitExceeded:
             # The soft-limit signal reached this process while it waited for an async tool: its
             # timeout, or the client revoking the task (cancellation; the outcome is ignored).
@@ -160,12 +206,14 @@ class NodeRunner:
         nodes: list[dict[str, Any]],
         push: Push,
         go_on: Callable[[], bool] = lambda: True,
+        client: str = "",
     ) -> bool:
         """Run a pack of nodes of one tool, pushing outcomes as they come; True if revoked.
 
         A soft-limit signal here can only be the client revoking the pack (packed nodes have no
         timeout): the pack stops; what finished is still pushed. ``go_on`` is asked before each
-        sync node: False (the client is gone) stops the pack.
+        sync node: False (the client is gone) stops the pack. ``client``: whom to tell which
+        node is running (``started.py``).
         """
         done: list[Finished] = []
         jobs: list[tuple[dict[str, Any], NodeJob]] = []
@@ -184,14 +232,23 @@ class NodeRunner:
                     push([*done, *finished])
                     done.clear()
 
-                self._run_async([job for _, job in jobs], flush)
+                ids = [str(node["id"]) for node, _ in jobs]
+                self._run_async([job for _, job in jobs], flush, self._tracker(client, ids))
                 return False
+            notices = self.notices if client else None
             flushed = time.monotonic()
             for node, job in jobs:
                 if not go_on():
                     return False
-                outcome = _run_sync(job)
-                done.append(Finished(str(node["id"]), node, outcome))
+                node_id = str(node["id"])
+                if notices is not None:
+                    notices.begin(client, node_id)
+                try:
+                    outcome = _run_sync(job)
+                finally:
+                    if notices is not None:
+                        notices.end(node_id)
+                done.append(Finished(node_id, node, outcome))
                 if _interrupted(outcome):
                     return True
                 if time.monotonic() - flushed >= PACK_FLUSH:
@@ -204,7 +261,12 @@ class NodeRunner:
                 push(done)
         return False
 
-    def _run_async(self, jobs: Sequence[NodeJob], on_batch: Callable[[_Batch], None]) -> None:
+    def _run_async(
+        self,
+        jobs: Sequence[NodeJob],
+        on_batch: Callable[[_Batch], None],
+        track: _Track | None = None,
+    ) -> None:
         """Run async jobs on the runtime loop; hand each batch of outcomes to ``on_batch``.
 
         If the soft-limit signal interrupts the wait, the coroutines are cancelled (their
@@ -212,7 +274,7 @@ class NodeRunner:
         signal's exception goes on to the caller.
         """
         handoff = _Handoff()
-        future = runtime_loop.submit(_run_async_jobs(jobs, self.async_concurrency, handoff))
+        future = runtime_loop.submit(_run_async_jobs(jobs, self.async_concurrency, handoff, track))
         try:
             while (batch := handoff.batches.get()) is not None:
                 on_batch(batch)

@@ -36,6 +36,7 @@ from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.services import WorkerServices
 from aethergraph.execution.worker.shipped import ToolCode
 from aethergraph.execution.worker.signals import connect_signals
+from aethergraph.execution.worker.started import StartedNotices
 from aethergraph.execution.worker.stopping import GracefulStop
 from aethergraph.execution.worker.tasks import register_tool_tasks, unknown_task_outcomes
 from aethergraph.graph.tool_spec import ToolSpec
@@ -93,7 +94,9 @@ class WorkerRuntime:
             raise ConfigurationError(
                 f"--async-concurrency must be an integer >= 1, got {async_concurrency}"
             )
-        self.runner = NodeRunner(self.pusher.decode_args, async_concurrency)
+        self.runner = NodeRunner(
+            self.pusher.decode_args, async_concurrency, StartedNotices(self.pusher.push_started)
+        )
         grace = settings.stop_grace if grace is None else grace
         if grace < 0:
             raise ConfigurationError(f"--grace must be a number of seconds >= 0, got {grace}")
@@ -192,7 +195,7 @@ class WorkerRuntime:
         client = str(meta["client"])
         if "pack" in meta:
             wanted = lambda: self.leases.wanted(meta)  # noqa: E731
-            if self.runner.run_pack(spec, meta["pack"], push, go_on=wanted):
+            if self.runner.run_pack(spec, meta["pack"], push, go_on=wanted, client=client):
                 reporting.revoked(spec.name, task_id)
             elif len(done) < len(meta["pack"]):  # its client left: what did not run, say so
                 ran = {f.task_id for f in done}
@@ -206,7 +209,7 @@ class WorkerRuntime:
             return reporting.report(spec.name, done)
         if meta.get("timeout"):  # the client's backstop clock starts now, not at publish
             self.pusher.push_started(client, task_id)
-        push([Finished(task_id, meta, self.runner.run_one(spec, meta, args))])
+        push([Finished(task_id, meta, self.runner.run_one(spec, meta, args, task_id))])
         return reporting.report(spec.name, done)
 
     # -- lifecycle (called through signals.py) -----------------------------------------

@@ -1,0 +1,58 @@
+"""The worker's started notices (``execution/worker/started.py``), without a worker: which nodes
+are reported, when, and that a failing send is logged, not raised."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+
+import pytest
+
+from aethergraph.execution.worker.started import StartedNotices
+
+
+def _notices(after: float) -> tuple[StartedNotices, queue.SimpleQueue[tuple[str, str, float]]]:
+    sent: queue.SimpleQueue[tuple[str, str, float]] = queue.SimpleQueue()
+    return StartedNotices(lambda *notice: sent.put(notice), after=after, tick=0.01), sent
+
+
+def test_a_node_still_running_after_the_delay_is_reported_once() -> None:
+    notices, sent = _notices(after=0.05)
+    began = time.time()
+    notices.begin("client-1", "task-a")
+    client, outcome_id, at = sent.get(timeout=10)
+    assert (client, outcome_id) == ("client-1", "task-a")
+    assert began <= at <= time.time()
+    assert time.time() - at >= 0.05  # not before the delay
+    notices.end("task-a")
+    notices.begin("client-1", "task-b")  # the next node: its own notice, none again for a
+    assert sent.get(timeout=10)[1] == "task-b"
+    assert sent.empty()
+
+
+def test_a_node_that_ends_before_the_delay_is_never_reported() -> None:
+    notices, sent = _notices(after=0.2)
+    notices.begin("c", "quick")
+    notices.end("quick")
+    notices.begin("c", "slow")  # due later than "quick" would have been: it is the first sent
+    assert sent.get(timeout=10)[1] == "slow"
+    assert sent.empty()
+
+
+def test_a_send_that_fails_is_logged_and_the_next_notice_still_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def send(client: str, outcome_id: str, at: float) -> None:
+        if outcome_id == "bad":
+            raise ConnectionError("broker gone")
+        sent.put(outcome_id)
+
+    notices = StartedNotices(send, after=0.0, tick=0.01)
+    with caplog.at_level(logging.WARNING, logger="aethergraph.worker"):
+        notices.begin("c", "bad")
+        notices.begin("c", "good")
+        assert sent.get(timeout=10) == "good"
+    assert any("node bad is running" in r.getMessage() and r.exc_info for r in caplog.records)
