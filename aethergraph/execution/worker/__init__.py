@@ -6,6 +6,7 @@ One concept per module:
 * ``services``  — the worker process's own service registry and the forwarding of node logs;
 * ``outcomes``  — arguments in, outcomes out: codec, artifact offload, pushes to the client;
 * ``running``   — running one node or a pack of nodes, timed, within the worker's slots;
+* ``started``   — telling a client which of its nodes are running (not just sent);
 * ``tasks``     — one Celery task per tool, and failures for tasks this worker does not serve;
 * ``heartbeat`` — liveness and what a worker serves, for client discovery;
 * ``signals``   — the Celery signals that start and stop the parts;
