@@ -52,7 +52,8 @@ class StartedNotices:
         """A node's tool starts now in this process."""
         self._running[outcome_id] = (client, time.time(), time.monotonic() + self._after)
         if self._thread is None or self._pid != os.getpid():
-            self._start()
+            self._start()  # two threads of a threads pool may both start one: harmless, since
+            # a notice is sent by whichever watcher pops it first
 
     def end(self, outcome_id: str) -> None:
         """The node's tool returned (or raised): no notice is due any more."""
