@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 STATUS_COLORS = {
     "pending": ("#eceff1", "#90a4ae"),
     "running": ("#fff59d", "#f9a825"),
-    "queued": ("#fffde7", "#fbc02d"),  # sent, not yet begun on a worker (TaskNode.phase)
+    "queued": ("#fffde7", "#ffd54f"),  # sent, not yet begun on a worker (TaskNode.phase)
     "done": ("#c8e6c9", "#2e7d32"),
     "failed": ("#ffcdd2", "#c62828"),
     "skipped": ("#e0e0e0", "#757575"),
