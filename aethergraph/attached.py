@@ -33,7 +33,7 @@ from aethergraph.settings import Settings, get_settings
 POLL = 0.5  # seconds between reads of the record while waiting
 FINAL = frozenset({"done", "failed", "cancelled", "abandoned"})
 _NODE_STATUS = {
-    "sent": NodeStatus.RUNNING,
+    "sent": NodeStatus.RUNNING,  # not known to have begun (no started_at): drawn "queued"
     "done": NodeStatus.DONE,
     "failed": NodeStatus.FAILED,
     "skipped": NodeStatus.PENDING,  # dropped by a worker (its client was gone): it runs again
