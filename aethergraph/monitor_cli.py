@@ -108,6 +108,7 @@ def format_status(status: dict[str, Any], settings: Settings) -> str:
                 w["host"],
                 str(w["pid"]),
                 f"{w['pool']}x{w['concurrency']}",
+                f"{w['busy']}/{w['concurrency']}",
                 str(len(w["held"])),
                 ",".join(w["queues"]),
                 ",".join(w["tools"]) if len(w["tools"]) <= 4 else f"{len(w['tools'])} tools",
@@ -115,7 +116,7 @@ def format_status(status: dict[str, Any], settings: Settings) -> str:
             ]
             for w in workers
         ]
-        header = ["worker", "host", "pid", "pool", "held", "queues", "tools", "heartbeat"]
+        header = ["worker", "host", "pid", "pool", "busy", "held", "queues", "tools", "heartbeat"]
         out += ["  " + line for line in _table(rows, header)]
     queues = status["queues"]
     out.append(f"\nqueues: {sum(q['queued'] for q in queues)} messages waiting")

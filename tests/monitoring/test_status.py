@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -42,6 +43,7 @@ def test_status_shows_workers_queues_and_the_run_in_flight(monitored: Any) -> No
             lambda: (
                 (s := _json_status(monitored))["runs"]
                 and any(w["held"] for w in s["workers"])
+                and any(w["busy"] for w in s["workers"])
                 and any(r["counts"].get("running") for r in s["runs"])
                 and s
             ),
@@ -62,6 +64,7 @@ def test_status_shows_workers_queues_and_the_run_in_flight(monitored: Any) -> No
             assert worker["concurrency"] == 2
             assert "m_slow" in worker["tools"]
             assert worker["name"].startswith("w")
+            assert 0 <= worker["busy"] <= min(worker["concurrency"], len(worker["held"]))
             assert status["time"] - worker["last_heartbeat"] < 10
         queue = next(q for q in status["queues"] if q["name"] == "aethergraph")
         assert queue["workers"] == 2
@@ -69,6 +72,7 @@ def test_status_shows_workers_queues_and_the_run_in_flight(monitored: Any) -> No
         text = _status(monitored)
         assert text.returncode == 0, text.stderr
         assert "workers: 2 live" in text.stdout
+        assert re.search(r"preforkx2\s+[0-2]/2\s+\d+\s", text.stdout), text.stdout  # busy, held
         assert handle.run_id in text.stdout
         assert "m_wait" in text.stdout
     finally:

@@ -10,6 +10,8 @@ Every ``HEARTBEAT_INTERVAL`` seconds a thread of the worker's main process write
   messages' delivery tags in kombu's ``unacked`` hash, so a client can tell a message a live
   worker holds from one whose worker died — the basis of recovering a dead worker's nodes
   without waiting for the visibility timeout;
+* ``busy``: how many of them a pool process is running now (Celery's ``active_requests``): the
+  slots in use, so ``held - busy`` messages wait in this worker's prefetch;
 * a fresh score, the broker's clock now, for each held message in kombu's unacked index
   (``Keys.celery_unacked_index``). kombu scores a message once, when it is delivered, and its
   visibility-timeout sweep puts back every message scored longer ago than the timeout — also
@@ -69,6 +71,11 @@ def held_ids() -> list[str]:
         except RuntimeError:  # the set changed size during the copy
             continue
     return []
+
+
+def busy_count() -> int:
+    """How many messages this worker's pool processes are running now (not merely reserved)."""
+    return len(worker_state.active_requests)
 
 
 class Heartbeat:
@@ -137,6 +144,7 @@ class Heartbeat:
                         **self.info,
                         "ts": str(now),
                         "held": json.dumps(held),
+                        "busy": str(busy_count()),
                     }
                     pipe.hset(key, mapping=beat)
                     pipe.pexpire(key, int(self.ttl * 1000))
