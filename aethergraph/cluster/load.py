@@ -29,8 +29,9 @@ def slots_wanted(client: redis.Redis, keys: Keys, queues: Sequence[str]) -> int:
     held = sum(len(worker["held"]) for worker in read_workers(client, keys))
     in_flight = 0
     for entry in read_runs(client, keys, time.time()):  # what `aethergraph status` reads
-        try:
-            in_flight += int(entry["counts"].get("running", 0))
+        counts = entry.get("counts")
+        try:  # sent nodes: begun on a worker (running) or not yet (queued)
+            in_flight += int(counts.get("running", 0)) + int(counts.get("queued", 0))
         except (TypeError, ValueError, AttributeError):
             continue  # a foreign entry
     return max(queued + held, in_flight)

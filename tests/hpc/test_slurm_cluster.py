@@ -99,7 +99,7 @@ def test_adapt_scales_up_with_demand_and_down_to_zero_when_idle(
         def go() -> None:  # nodes wait in the client: no worker serves them yet
             result.update(cluster.run(hpc_sum_of_squares, n=8))
 
-        runner = threading.Thread(target=go)
+        runner = threading.Thread(target=go, daemon=True)  # a failure must not hang the exit
         runner.start()
         wait_until(lambda: seen.update(cluster.jobs) or len(seen) >= 2, "adapt to submit 2 jobs")
         runner.join(90)
