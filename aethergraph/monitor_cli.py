@@ -108,7 +108,7 @@ def format_status(status: dict[str, Any], settings: Settings) -> str:
                 w["host"],
                 str(w["pid"]),
                 f"{w['pool']}x{w['concurrency']}",
-                f"{w['busy']}/{w['concurrency']}",
+                f"{'?' if w['busy'] is None else w['busy']}/{w['concurrency']}",
                 str(len(w["held"])),
                 ",".join(w["queues"]),
                 ",".join(w["tools"]) if len(w["tools"]) <= 4 else f"{len(w['tools'])} tools",

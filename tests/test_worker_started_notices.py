@@ -6,42 +6,70 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from aethergraph.execution.worker.started import StartedNotices
 
-
-def _notices(after: float) -> tuple[StartedNotices, queue.SimpleQueue[tuple[str, str, float]]]:
-    sent: queue.SimpleQueue[tuple[str, str, float]] = queue.SimpleQueue()
-    return StartedNotices(lambda *notice: sent.put(notice), after=after, tick=0.01), sent
+Sent = queue.SimpleQueue[tuple[str, str, float]]
 
 
-def test_a_node_still_running_after_the_delay_is_reported_once() -> None:
-    notices, sent = _notices(after=0.05)
+@pytest.fixture
+def make() -> Iterator[list[StartedNotices]]:
+    """Notices made by a test, closed after it (their watcher threads end)."""
+    made: list[StartedNotices] = []
+    yield made
+    for notices in made:
+        notices.close()
+
+
+def _notices(made: list[StartedNotices], after: float) -> tuple[StartedNotices, Sent]:
+    sent: Sent = queue.SimpleQueue()
+    notices = StartedNotices(lambda *notice: sent.put(notice), after=after, tick=0.01)
+    made.append(notices)
+    return notices, sent
+
+
+def _nothing_more(sent: Sent) -> bool:
+    """No further notice within a few watcher ticks."""
+    try:
+        sent.get(timeout=0.1)
+    except queue.Empty:
+        return True
+    return False
+
+
+def test_a_node_still_running_after_the_delay_is_reported_once(
+    make: list[StartedNotices],
+) -> None:
+    notices, sent = _notices(make, after=0.05)
     began = time.time()
     notices.begin("client-1", "task-a")
     client, outcome_id, at = sent.get(timeout=10)
     assert (client, outcome_id) == ("client-1", "task-a")
     assert began <= at <= time.time()
     assert time.time() - at >= 0.05  # not before the delay
+    assert _nothing_more(sent)  # once, though it is still running
     notices.end("task-a")
-    notices.begin("client-1", "task-b")  # the next node: its own notice, none again for a
+    notices.begin("client-1", "task-b")  # the next node: its own notice
     assert sent.get(timeout=10)[1] == "task-b"
-    assert sent.empty()
+    assert _nothing_more(sent)
 
 
-def test_a_node_that_ends_before_the_delay_is_never_reported() -> None:
-    notices, sent = _notices(after=0.2)
+def test_a_node_that_ends_before_the_delay_is_never_reported(
+    make: list[StartedNotices],
+) -> None:
+    notices, sent = _notices(make, after=0.2)
     notices.begin("c", "quick")
     notices.end("quick")
     notices.begin("c", "slow")  # due later than "quick" would have been: it is the first sent
     assert sent.get(timeout=10)[1] == "slow"
-    assert sent.empty()
+    assert _nothing_more(sent)
 
 
 def test_a_send_that_fails_is_logged_and_the_next_notice_still_goes(
-    caplog: pytest.LogCaptureFixture,
+    make: list[StartedNotices], caplog: pytest.LogCaptureFixture
 ) -> None:
     sent: queue.SimpleQueue[str] = queue.SimpleQueue()
 
@@ -51,6 +79,7 @@ def test_a_send_that_fails_is_logged_and_the_next_notice_still_goes(
         sent.put(outcome_id)
 
     notices = StartedNotices(send, after=0.0, tick=0.01)
+    make.append(notices)
     with caplog.at_level(logging.WARNING, logger="aethergraph.worker"):
         notices.begin("c", "bad")
         notices.begin("c", "good")

@@ -29,10 +29,10 @@ def slots_wanted(client: redis.Redis, keys: Keys, queues: Sequence[str]) -> int:
     held = sum(len(worker["held"]) for worker in read_workers(client, keys))
     in_flight = 0
     for entry in read_runs(client, keys, time.time()):  # what `aethergraph status` reads
-        counts = entry.get("counts")
         try:  # sent nodes: begun on a worker (running) or not yet (queued)
+            counts = entry["counts"]
             in_flight += int(counts.get("running", 0)) + int(counts.get("queued", 0))
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             continue  # a foreign entry
     return max(queued + held, in_flight)
 

@@ -27,6 +27,7 @@ Contract:
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import traceback as _traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -74,7 +75,8 @@ class NodeJob:
         #: unique per attempt (``run:node:attempt``): what executors index their own state by
         self.key = f"{run_id}:{node_id}:{attempt}"
         #: set by the scheduler when its executor ``reports_running``: the executor calls it,
-        #: on the runtime loop, with the wall-clock time the tool began on a worker
+        #: on the runtime loop, with the wall-clock time the tool began on a worker — or with
+        #: ``None`` when it sends the node again (its worker died): it waits again
         self.on_running: RunningCallback | None = None
 
     def __repr__(self) -> str:
@@ -176,7 +178,18 @@ class NodeOutcome:
 
 #: How an executor reports an outcome: it only enqueues (see the module docstring).
 DoneCallback = Callable[[NodeJob, NodeOutcome], None]
-RunningCallback = Callable[[NodeJob, float], None]
+RunningCallback = Callable[[NodeJob, float | None], None]
+
+
+def tell_running(job: NodeJob, at: float | None) -> None:
+    """Call ``job.on_running(job, at)`` if the scheduler set it. It runs scheduler code and
+    event listeners inside an executor's own loop (its result listener, its recovery): a
+    failure there is logged, never raised into that loop, whose other nodes must go on."""
+    if job.on_running is not None:
+        try:
+            job.on_running(job, at)
+        except Exception:
+            logging.getLogger("aethergraph").exception("marking node %s running failed", job.key)
 
 
 class Executor(ABC):

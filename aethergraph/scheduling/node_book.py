@@ -39,7 +39,7 @@ def _running_hook(book: NodeBook) -> RunningCallback:
     executor's table (a cancelled attempt, say) must not keep a finished run alive."""
     ref = weakref.ref(book)
 
-    def on_running(job: NodeJob, at: float) -> None:
+    def on_running(job: NodeJob, at: float | None) -> None:
         alive = ref()
         if alive is not None:
             alive._on_running(job, at)
@@ -112,13 +112,19 @@ class NodeBook(Waitable):
         self._nodes[node_id] = state
         return state
 
-    def _on_running(self, job: NodeJob, at: float) -> None:
-        """The executor reports that ``job``'s tool began at ``at`` (on the runtime loop)."""
+    def _on_running(self, job: NodeJob, at: float | None) -> None:
+        """The executor reports that ``job``'s tool began at ``at`` — or, with ``None``, that
+        it sent the node again (its worker died) and it waits once more (on the runtime loop)."""
         state = self._nodes.get(job.node_id)
         if state is None or state.job is not job or state.is_finished:
             return  # a notice for an attempt that is over
         node = state.node
-        if node.started_at is None:
+        if at is None:
+            if node.started_at is not None:
+                node.started_at = None
+                if self._emit.listeners or GLOBAL_BUS.listeners:
+                    self._emit.node("started", node)  # sent again: queued until it runs
+        elif node.started_at is None:
             node.started_at = at
             if self._emit.listeners or GLOBAL_BUS.listeners:
                 self._emit.node("running", node)

@@ -96,16 +96,20 @@ def test_packed_and_async_nodes_are_reported_as_they_run(cluster: LocalCluster) 
 
 def test_progress_counts_sent_nodes_as_queued(cluster: LocalCluster) -> None:
     """The progress display's running column is the workers' truth, not the sent count."""
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, int, int]] = []
     progress = Progress(display="log", reports_running=True)
 
     def listen(event: Any) -> None:
         progress(event)
         if isinstance(event, NodeEvent):
             totals = progress.snapshot().totals
-            seen.append((totals.running, totals.queued))
+            seen.append((event.type, totals.running, totals.queued))
 
     run(sleepers, n=8, seconds=0.5, executor=cluster.executor, on_event=listen)
-    assert max(running for running, _ in seen) <= SLOTS
-    assert max(queued for _, queued in seen) >= 8 - SLOTS  # sent, waiting for a slot
+    assert max(running for _, running, _ in seen) <= SLOTS
+    # once all 8 are sent, at most 4 of them run: the others still count as queued
+    last_sent = max(i for i, (kind, _, _) in enumerate(seen) if kind == "started")
+    _, running, queued = seen[last_sent]
+    assert running + queued == 8
+    assert queued >= 8 - SLOTS
     assert progress.snapshot().totals.done == 8

@@ -37,7 +37,8 @@ def _json_status(cluster: Any) -> dict[str, Any]:
 
 
 def test_status_shows_workers_queues_and_the_run_in_flight(monitored: Any) -> None:
-    handle = submit(m_wait, n=8, seconds=1.5, executor=monitored.executor)
+    # two waves of 2.5 s on 4 slots: a live-runs publish (every 2 s) lands inside a wave
+    handle = submit(m_wait, n=8, seconds=2.5, executor=monitored.executor)
     try:
         status = wait_until(
             lambda: (
@@ -64,7 +65,7 @@ def test_status_shows_workers_queues_and_the_run_in_flight(monitored: Any) -> No
             assert worker["concurrency"] == 2
             assert "m_slow" in worker["tools"]
             assert worker["name"].startswith("w")
-            assert 0 <= worker["busy"] <= min(worker["concurrency"], len(worker["held"]))
+            assert 0 <= worker["busy"] <= worker["concurrency"]
             assert status["time"] - worker["last_heartbeat"] < 10
         queue = next(q for q in status["queues"] if q["name"] == "aethergraph")
         assert queue["workers"] == 2

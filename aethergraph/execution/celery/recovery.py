@@ -30,7 +30,13 @@ import logging
 from collections.abc import Callable, Sequence
 
 from aethergraph.errors import NodeLostError, WorkerKilledError
-from aethergraph.execution.base import DoneCallback, NodeJob, NodeOutcome, failure_from
+from aethergraph.execution.base import (
+    DoneCallback,
+    NodeJob,
+    NodeOutcome,
+    failure_from,
+    tell_running,
+)
 from aethergraph.execution.celery.inflight import InFlight, Sent
 
 log = logging.getLogger("aethergraph")
@@ -130,6 +136,8 @@ class Recovery:
                 + (", ..." if sent > 5 else ""),
             )
         for on_done, jobs in again.values():
+            for job in jobs:  # they wait again: no longer running (a new notice will come)
+                tell_running(job, None)
             self._resubmit(jobs, on_done)
 
     def _forget_settled(self) -> None:

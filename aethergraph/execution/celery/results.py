@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from aethergraph import codec, jsontext
 from aethergraph.accepted_types import signature_types
 from aethergraph.errors import NodeTimeoutError
-from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from
+from aethergraph.execution.base import NodeFailure, NodeOutcome, failure_from, tell_running
 from aethergraph.execution.celery.broker import BROKER_ERRORS, Outage
 from aethergraph.execution.celery.inflight import InFlight, Pending
 from aethergraph.execution.celery.messages import TIMEOUT_GRACE
@@ -189,8 +189,7 @@ class ResultListener:
             started.timer = asyncio.get_running_loop().call_later(
                 job.timeout + TIMEOUT_GRACE, self._time_out, task_id
             )
-        if job.on_running is not None:
-            job.on_running(job, at or time.time())
+        tell_running(job, at or time.time())
 
     def _time_out(self, task_id: str) -> None:
         pending, message = self._table.pop(task_id)

@@ -57,7 +57,7 @@ def _worker(info: dict[str, str]) -> dict[str, Any]:
         "tools": _json_list(info.get("tools")),
         "queues": _json_list(info.get("queues")),
         "held": _json_list(info.get("held")),
-        "busy": int(info.get("busy") or 0),
+        "busy": int(info["busy"]) if info.get("busy") else None,  # None: an older worker
         "last_heartbeat": float(ts) if ts else None,
     }
 

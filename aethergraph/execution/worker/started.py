@@ -47,6 +47,7 @@ class StartedNotices:
         self._running: dict[str, tuple[str, float, float]] = {}
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._closed = threading.Event()
 
     def begin(self, client: str, outcome_id: str) -> None:
         """A node's tool starts now in this process."""
@@ -59,6 +60,10 @@ class StartedNotices:
         """The node's tool returned (or raised): no notice is due any more."""
         self._running.pop(outcome_id, None)
 
+    def close(self) -> None:
+        """Stop the watcher thread (a worker process just exits; tests close theirs)."""
+        self._closed.set()
+
     def _start(self) -> None:
         self._pid = os.getpid()  # a forked child starts its own thread
         self._thread = threading.Thread(
@@ -67,8 +72,7 @@ class StartedNotices:
         self._thread.start()
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(self._tick)
+        while not self._closed.wait(self._tick):
             if not self._running:
                 continue
             now = time.monotonic()
