@@ -3,13 +3,17 @@ are reported, when, and that a failing send is logged, not raised."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from aethergraph import tool
+from aethergraph.execution.worker.running import NodeRunner
 from aethergraph.execution.worker.started import StartedNotices
 
 Sent = queue.SimpleQueue[tuple[str, str, float]]
@@ -85,3 +89,33 @@ def test_a_send_that_fails_is_logged_and_the_next_notice_still_goes(
         notices.begin("c", "good")
         assert sent.get(timeout=10) == "good"
     assert any("node bad is running" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@tool(outputs=["y"])
+def wsn_nap(i: int, seconds: float) -> dict[str, Any]:
+    time.sleep(seconds)
+    return {"y": i}
+
+
+def test_a_packs_nodes_are_reported_one_at_a_time_as_each_runs(
+    make: list[StartedNotices],
+) -> None:
+    """The worker's pack path: sync nodes of one message run one after another, and each is
+    reported while it runs (never the next one before the previous has ended)."""
+    notices, sent = _notices(make, after=0.02)
+    runner = NodeRunner(lambda args, spec: dict(args), 1, notices)
+    nodes = [
+        {"id": f"pack.{i}", "run_id": "r", "graph_id": "g", "node_id": f"wsn_nap_{i}",
+         "args": {"i": i, "seconds": 0.15}}
+        for i in range(3)
+    ]  # fmt: skip
+    finished: list[str] = []
+    assert not runner.run_pack(wsn_nap.spec, nodes, lambda done: finished.extend(
+        f.task_id for f in done), client="client-9")  # fmt: skip
+    assert finished == ["pack.0", "pack.1", "pack.2"]
+    reported = [sent.get(timeout=10) for _ in range(3)]
+    assert [(c, oid) for c, oid, _ in reported] == [("client-9", f"pack.{i}") for i in range(3)]
+    starts = [at for _, _, at in reported]
+    assert starts == sorted(starts)
+    assert all(b - a >= 0.14 for a, b in itertools.pairwise(starts))  # each began after a nap
+    assert _nothing_more(sent)
