@@ -295,21 +295,20 @@ def test_status_and_flower_work_as_ops(
     """``aethergraph status --json`` and ``aethergraph flower`` (its event stream, its
     inspect broadcasts and replies, its /metrics) as the ag-ops user."""
     env = child_env(AETHERGRAPH_BROKER_URL=broker.url("ag-ops"), AETHERGRAPH_NAMESPACE=NAMESPACE)
-    done = subprocess.run(
-        [sys.executable, "-m", "aethergraph", "status", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout)
+
+    def cli_json(command: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-m", "aethergraph", command, "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    status = cli_json("status")
     assert len(status["workers"]) == 1
     assert "square" in status["workers"][0]["tools"]
     assert {q["name"] for q in status["queues"]} >= {"aethergraph"}
-    done = subprocess.run(
-        [sys.executable, "-m", "aethergraph", "runs", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    runs = json.loads(done.stdout)
+    runs = cli_json("runs")
     assert runs, "the client's runs are in the record index"
     assert {r["state"] for r in runs} <= {"done", "failed", "cancelled", "running"}
 
