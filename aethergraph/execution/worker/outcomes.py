@@ -164,9 +164,7 @@ class OutcomePusher:
         if not entries:
             return
         pipe = self.redis().pipeline(transaction=False)
-        for run_id, fields in entries.items():
-            pipe.hset(self.keys.run_nodes(run_id), mapping=fields)
-            pipe.expire(self.keys.run_nodes(run_id), ttl)
+        self._queue_records(pipe, entries, ttl)
         try:
             pipe.execute()
         except redis.RedisError:  # the record shows it sent: resuming adopts, then resends
@@ -188,13 +186,16 @@ class OutcomePusher:
             pipe.zrem(self.keys.celery_unacked_index(), release)
             pipe.hdel(self.keys.celery_unacked(), release)
         if records is not None:
-            entries, ttl = records
-            for run_id, nodes in entries.items():
-                pipe.hset(self.keys.run_nodes(run_id), mapping=dict[Any, Any](nodes))
-                pipe.expire(self.keys.run_nodes(run_id), ttl)
+            self._queue_records(pipe, *records)
         pipe.rpush(key, *messages)
         pipe.expire(key, int(self.settings.result_ttl))
         pipe.execute()
+
+    def _queue_records(self, pipe: Any, entries: dict[str, dict[Any, Any]], ttl: int) -> None:
+        """Node entries into their runs' records (one ``HSET`` per run), TTLs refreshed."""
+        for run_id, fields in entries.items():
+            pipe.hset(self.keys.run_nodes(run_id), mapping=fields)
+            pipe.expire(self.keys.run_nodes(run_id), ttl)
 
     def push_handback(
         self,
@@ -223,8 +224,4 @@ class OutcomePusher:
         """Tell the client a node's tool began at ``at`` (now by default): the node is running,
         and a tool with a timeout has its backstop clock start now (``started.py``)."""
         started = json.dumps({"task_id": task_id, "started": True, "at": at or time.time()})
-        key = self.keys.client_results(client)
-        pipe = self.redis().pipeline(transaction=False)
-        pipe.rpush(key, started)
-        pipe.expire(key, int(self.settings.result_ttl))  # never a list without a TTL
-        pipe.execute()
+        self._append(client, [started])  # with the list's TTL: never a list without one

@@ -65,9 +65,16 @@ def _stamped(outcome: NodeOutcome, started: float) -> NodeOutcome:
     return outcome
 
 
-def _run_sync(job: NodeJob) -> NodeOutcome:
+def _run_sync(job: NodeJob, track: _Track | None = None, index: int = 0) -> NodeOutcome:
+    """Run a sync job here, timed; ``track(index, ...)`` around the tool call, if given."""
     started = time.time()
-    return _stamped(invoke_sync(job), started)
+    if track is None:
+        return _stamped(invoke_sync(job), started)
+    track(index, True)
+    try:
+        return _stamped(invoke_sync(job), started)
+    finally:
+        track(index, False)
 
 
 def _interrupted(outcome: NodeOutcome) -> bool:
@@ -178,13 +185,7 @@ class NodeRunner:
                 self._run_async([job], lambda done: outcomes.extend(o for _, o in done), track)
                 outcome = outcomes[0]
             else:
-                if track is not None:
-                    track(0, True)
-                try:
-                    outcome = _run_sync(job)
-                finally:
-                    if track is not None:
-                        track(0, False)
+                outcome = _run_sync(job, track)
         except SoftTimeLimitExceeded:
             # The soft-limit signal reached this process while it waited for an async tool: its
             # timeout, or the client revoking the task (cancellation; the outcome is ignored).
@@ -224,6 +225,7 @@ class NodeRunner:
                 )
             except Exception as exc:
                 done.append(Finished(str(node["id"]), node, failed_now(failure_for(exc))))
+        track = self._tracker(client, [str(node["id"]) for node, _ in jobs])
         try:
             if spec.is_async:
 
@@ -232,23 +234,14 @@ class NodeRunner:
                     push([*done, *finished])
                     done.clear()
 
-                ids = [str(node["id"]) for node, _ in jobs]
-                self._run_async([job for _, job in jobs], flush, self._tracker(client, ids))
+                self._run_async([job for _, job in jobs], flush, track)
                 return False
-            notices = self.notices if client else None
             flushed = time.monotonic()
-            for node, job in jobs:
+            for index, (node, job) in enumerate(jobs):
                 if not go_on():
                     return False
-                node_id = str(node["id"])
-                if notices is not None:
-                    notices.begin(client, node_id)
-                try:
-                    outcome = _run_sync(job)
-                finally:
-                    if notices is not None:
-                        notices.end(node_id)
-                done.append(Finished(node_id, node, outcome))
+                outcome = _run_sync(job, track, index)
+                done.append(Finished(str(node["id"]), node, outcome))
                 if _interrupted(outcome):
                     return True
                 if time.monotonic() - flushed >= PACK_FLUSH:
